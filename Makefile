@@ -1,0 +1,31 @@
+# impound: make run (a whole drill against the simulated account), make test.
+GO      ?= go
+BIN     := bin/impound
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+LDFLAGS := -X github.com/impound-ir/impound/internal/buildinfo.Version=$(VERSION)
+
+.PHONY: build run test test-short bench lint
+
+build:
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/impound
+
+# The main job on the embedded default: a drill against the simulated
+# member and forensics accounts, into a local vault.
+run: build
+	./$(BIN) drill
+
+# Everything, with MinIO and moto started (and stopped) by scripts/testenv.
+test:
+	scripts/testenv $(GO) test -count=1 -timeout 45m ./...
+
+# Unit tests only: no servers, integration tests skip.
+test-short:
+	$(GO) test -short ./...
+
+# Benchmarks, and impound side by side with the peer tools on the same data.
+bench: build
+	scripts/bench
+
+lint:
+	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...

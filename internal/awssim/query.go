@@ -1,0 +1,158 @@
+package awssim
+
+import (
+	"net/url"
+	"path"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// formList returns the values of prefix.1, prefix.2, … in index order.
+func formList(form url.Values, prefix string) []string {
+	type kv struct {
+		n int
+		v string
+	}
+	var items []kv
+	for k, v := range form {
+		rest, ok := strings.CutPrefix(k, prefix+".")
+		if !ok || len(v) == 0 {
+			continue
+		}
+		if n, err := strconv.Atoi(rest); err == nil {
+			items = append(items, kv{n, v[0]})
+		}
+	}
+	sort.Slice(items, func(i, j int) bool { return items[i].n < items[j].n })
+	out := make([]string, len(items))
+	for i, it := range items {
+		out[i] = it.v
+	}
+	return out
+}
+
+// formStructs returns the members of a list of structures, prefix.N.Field…,
+// each as its own url.Values keyed by the part after prefix.N.
+func formStructs(form url.Values, prefix string) []url.Values {
+	groups := map[int]url.Values{}
+	for k, v := range form {
+		rest, ok := strings.CutPrefix(k, prefix+".")
+		if !ok {
+			continue
+		}
+		ns, field, ok := strings.Cut(rest, ".")
+		if !ok {
+			continue
+		}
+		n, err := strconv.Atoi(ns)
+		if err != nil {
+			continue
+		}
+		if groups[n] == nil {
+			groups[n] = url.Values{}
+		}
+		groups[n][field] = v
+	}
+	idx := make([]int, 0, len(groups))
+	for n := range groups {
+		idx = append(idx, n)
+	}
+	sort.Ints(idx)
+	out := make([]url.Values, len(idx))
+	for i, n := range idx {
+		out[i] = groups[n]
+	}
+	return out
+}
+
+// filter is one EC2 Filter.N.
+type filter struct {
+	name   string
+	values []string
+}
+
+func formFilters(form url.Values) []filter {
+	var out []filter
+	for _, g := range formStructs(form, "Filter") {
+		out = append(out, filter{name: g.Get("Name"), values: formList(g, "Value")})
+	}
+	return out
+}
+
+// matchFilters reports whether a resource passes every filter; get returns
+// the resource's values for a filter name (nil when it has none). Values may
+// use the * and ? wildcards.
+func matchFilters(filters []filter, get func(name string) []string) bool {
+	for _, f := range filters {
+		have := get(f.name)
+		ok := false
+		for _, want := range f.values {
+			for _, h := range have {
+				if m, _ := path.Match(want, h); m || want == h {
+					ok = true
+				}
+			}
+		}
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// tagFilterValues answers tag:K, tag-key and tag-value filters from tags.
+func tagFilterValues(name string, tags map[string]string) ([]string, bool) {
+	switch {
+	case strings.HasPrefix(name, "tag:"):
+		if v, ok := tags[strings.TrimPrefix(name, "tag:")]; ok {
+			return []string{v}, true
+		}
+		return nil, true
+	case name == "tag-key":
+		return sortedKeys(tags), true
+	case name == "tag-value":
+		var vs []string
+		for _, k := range sortedKeys(tags) {
+			vs = append(vs, tags[k])
+		}
+		return vs, true
+	}
+	return nil, false
+}
+
+// formTagSpecs returns the tags TagSpecification.N gives resourceType.
+func formTagSpecs(form url.Values, resourceType string) map[string]string {
+	tags := map[string]string{}
+	for _, spec := range formStructs(form, "TagSpecification") {
+		if spec.Get("ResourceType") != resourceType {
+			continue
+		}
+		for _, t := range formStructs(spec, "Tag") {
+			tags[t.Get("Key")] = t.Get("Value")
+		}
+	}
+	return tags
+}
+
+func formBool(form url.Values, key string) bool {
+	b, _ := strconv.ParseBool(form.Get(key))
+	return b
+}
+
+// ec2Time formats a timestamp as EC2 does.
+func ec2Time(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z") }
+
+type xmlTag struct {
+	Key   string `xml:"key"`
+	Value string `xml:"value"`
+}
+
+func xmlTags(tags map[string]string) []xmlTag {
+	var out []xmlTag
+	for _, k := range sortedKeys(tags) {
+		out = append(out, xmlTag{k, tags[k]})
+	}
+	return out
+}
