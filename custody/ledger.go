@@ -1,0 +1,527 @@
+package custody
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/impound-ir/impound/vault"
+)
+
+// reader is what reading a ledger needs of a vault.Store.
+type reader interface {
+	Get(ctx context.Context, key, versionID string) (io.ReadCloser, error)
+	List(ctx context.Context, prefix string) ([]string, error)
+}
+
+// store is what writing a ledger needs of a vault.Store: write-once
+// objects (committing different content at an existing key fails with
+// vault.ErrExists).
+type store interface {
+	reader
+	Create(ctx context.Context, key string, opts vault.PutOptions) (vault.Writer, error)
+}
+
+var _ store = vault.Store(nil)
+
+// Options configure a Ledger. The zero value works.
+type Options struct {
+	// Put says how entries and checkpoints are kept in the vault (retention,
+	// legal hold). The zero value is the store's default retention.
+	Put vault.PutOptions
+	// DeferCheckpoints stops Append from signing a checkpoint after each
+	// entry; the caller then calls Checkpoint. Until it does, new entries are
+	// not covered by a signature.
+	DeferCheckpoints bool
+	// Concurrency is the number of objects read at once on Open and Verify.
+	Concurrency int
+	// Now is the clock; nil is time.Now.
+	Now func() time.Time
+}
+
+// NewOptions returns the defaults: a checkpoint after every entry, 16 reads at once.
+func NewOptions() Options {
+	return Options{Concurrency: 16, Now: time.Now}
+}
+
+func (o Options) withDefaults() Options {
+	d := NewOptions()
+	if o.Concurrency <= 0 {
+		o.Concurrency = d.Concurrency
+	}
+	if o.Now == nil {
+		o.Now = d.Now
+	}
+	return o
+}
+
+// Ledger appends to one case's ledger. Its methods are safe for concurrent
+// use, and several Ledgers (in several processes) may append to one case at
+// once: each entry is written once at the next free sequence number.
+type Ledger struct {
+	store    store
+	caseID   string
+	signer   Signer
+	verifier note.Verifier
+	opts     Options
+
+	mu       sync.Mutex
+	n        int64       // entries known, all chained and checked
+	hashes   []tlog.Hash // the tree's stored hashes (tlog layout) for n entries
+	last     tlog.Hash   // leaf hash of entry n-1
+	lastTime time.Time   // time of entry n-1
+	signed   int64       // the largest tree size this Ledger knows a checkpoint of
+}
+
+// Recorded is what Append wrote.
+type Recorded struct {
+	Seq  int64
+	Hash tlog.Hash // the entry's leaf hash
+	Time time.Time
+}
+
+// Open reads a case's ledger from the vault, checking every entry's encoding
+// and the chain, and returns a Ledger that appends with signer. A case with
+// no entries opens empty: its first Append must be a CaseOpened. A case
+// opened with another key fails with ErrWrongKey.
+func Open(ctx context.Context, s store, caseID string, signer Signer, opts Options) (*Ledger, error) {
+	if err := CheckCaseID(caseID); err != nil {
+		return nil, err
+	}
+	if signer == nil {
+		return nil, fmt.Errorf("custody: open case %s: no signer", caseID)
+	}
+	v, err := NewVerifier(signer.VerifierKey())
+	if err != nil {
+		return nil, fmt.Errorf("custody: open case %s: signer's verifier key: %w", caseID, err)
+	}
+	l := &Ledger{store: s, caseID: caseID, signer: signer, verifier: v, opts: opts.withDefaults()}
+	keys, err := s.List(ctx, entriesPrefix(caseID))
+	if err != nil {
+		return nil, fmt.Errorf("custody: open case %s: list entries: %w", caseID, err)
+	}
+	for i, k := range keys {
+		n, ok := keyNumber(entriesPrefix(caseID), k)
+		if !ok {
+			return nil, fmt.Errorf("custody: open case %s: %w: unexpected object %s among the entries", caseID, ErrTampered, k)
+		}
+		if n != int64(i) {
+			return nil, fmt.Errorf("custody: open case %s: %w", caseID, &MissingEntryError{Index: int64(i)})
+		}
+	}
+	raw, err := readAll(ctx, s, caseID, int64(len(keys)), l.opts.Concurrency)
+	if err != nil {
+		return nil, fmt.Errorf("custody: open case %s: %w", caseID, err)
+	}
+	for _, b := range raw {
+		if err := l.accept(b); err != nil {
+			return nil, fmt.Errorf("custody: open case %s: %w", caseID, err)
+		}
+	}
+	return l, nil
+}
+
+// Case is the case ID.
+func (l *Ledger) Case() string { return l.caseID }
+
+// Size is the number of entries this Ledger knows.
+func (l *Ledger) Size() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.n
+}
+
+// accept checks encoded entry b as entry l.n and adds it.
+func (l *Ledger) accept(b []byte) error {
+	f, err := parseEntryFields(b)
+	if err != nil {
+		return &EntryError{Index: l.n, Err: err}
+	}
+	if err := checkLink(f, l.caseID, l.n, l.last, l.lastTime); err != nil {
+		return err
+	}
+	if l.n == 0 {
+		if err := checkOpening(f, l.signer.VerifierKey()); err != nil {
+			return err
+		}
+	}
+	h := EntryHash(b)
+	more, err := tlog.StoredHashesForRecordHash(l.n, h, l.hashReader())
+	if err != nil {
+		return fmt.Errorf("custody: tree: %w", err)
+	}
+	l.hashes = append(l.hashes, more...)
+	l.n++
+	l.last = h
+	l.lastTime = f.time
+	return nil
+}
+
+// checkLink checks that entry f can be entry i of caseID following the entry
+// with leaf hash prev and time prevTime.
+func checkLink(f *entryFields, caseID string, i int64, prev tlog.Hash, prevTime time.Time) error {
+	switch {
+	case f.caseID != caseID:
+		return &EntryError{Index: i, Err: fmt.Errorf("%w: entry records case %q", ErrMalformed, f.caseID)}
+	case f.seq != i:
+		return &EntryError{Index: i, Err: fmt.Errorf("%w: entry records sequence number %d", ErrMalformed, f.seq)}
+	case f.prev != prev:
+		return &ChainBreakError{Index: i, Want: prev, Got: f.prev}
+	case f.time.Before(prevTime):
+		return &EntryError{Index: i, Err: fmt.Errorf("%w: time %s is before the previous entry's", ErrMalformed, f.time.Format(TimeLayout))}
+	case (i == 0) != (f.kind == KindCaseOpened):
+		return &EntryError{Index: i, Err: fmt.Errorf("%w: entry 0 and only entry 0 is %s, not %s", ErrMalformed, KindCaseOpened, f.kind)}
+	}
+	return nil
+}
+
+// checkOpening checks that entry 0 names vkey as the case's key; vkey ""
+// accepts any well-formed key.
+func checkOpening(f *entryFields, vkey string) error {
+	k, err := openingKey(f)
+	if err != nil {
+		return err
+	}
+	if vkey != "" && k != vkey {
+		return &KeyMismatchError{Case: k, Given: vkey}
+	}
+	return nil
+}
+
+func openingKey(f *entryFields) (string, error) {
+	d, ok := decodeDetails(f.kind, f.details).(CaseOpened)
+	if !ok {
+		return "", &EntryError{Index: 0, Err: fmt.Errorf("%w: case-opened details are not recognised", ErrMalformed)}
+	}
+	if _, err := NewVerifier(d.VerifierKey); err != nil {
+		return "", &EntryError{Index: 0, Err: fmt.Errorf("%w: case key: %v", ErrMalformed, err)}
+	}
+	return d.VerifierKey, nil
+}
+
+func (l *Ledger) hashReader() tlog.HashReader {
+	return tlog.HashReaderFunc(func(idx []int64) ([]tlog.Hash, error) {
+		out := make([]tlog.Hash, len(idx))
+		for i, x := range idx {
+			if x < 0 || x >= int64(len(l.hashes)) {
+				return nil, fmt.Errorf("custody: tree: hash %d not stored", x)
+			}
+			out[i] = l.hashes[x]
+		}
+		return out, nil
+	})
+}
+
+// Append records e as the next entry: it sets e's case, sequence number,
+// time and previous hash, writes it once and, unless
+// Options.DeferCheckpoints, signs and writes a checkpoint covering it. The
+// first entry of a case must be a CaseOpened; the ledger sets its
+// VerifierKey. If another writer took the sequence number, Append re-reads
+// the entries written meanwhile and tries the next one.
+//
+// An error wrapping ErrUnsigned means the entry was written (rec is valid)
+// but its checkpoint was not: call Checkpoint later; appending again would
+// record the action twice.
+func (l *Ledger) Append(ctx context.Context, e Entry) (Recorded, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	rec, err := l.appendLocked(ctx, e)
+	if err != nil {
+		return Recorded{}, err
+	}
+	if !l.opts.DeferCheckpoints {
+		if err := l.checkpointLocked(ctx); err != nil {
+			return rec, fmt.Errorf("custody: case %s: entry %d written but not yet signed (%w; call Checkpoint, do not append it again): %w", l.caseID, rec.Seq, ErrUnsigned, err)
+		}
+	}
+	return rec, nil
+}
+
+func (l *Ledger) appendLocked(ctx context.Context, e Entry) (Recorded, error) {
+	if e.Details == nil {
+		return Recorded{}, fmt.Errorf("custody: append to case %s: entry has no details", l.caseID)
+	}
+	if e.Outcome == "" {
+		e.Outcome = Succeeded
+		if e.Error != "" {
+			e.Outcome = Failed
+		}
+	}
+	if len(e.Error) > MaxErrorSize {
+		e.Error = truncate(e.Error, MaxErrorSize-len("… [truncated]")) + " [truncated]"
+	}
+	if co, ok := e.Details.(CaseOpened); ok {
+		co.VerifierKey = l.signer.VerifierKey()
+		e.Details = co
+	} else if co, ok := e.Details.(*CaseOpened); ok {
+		c := *co
+		c.VerifierKey = l.signer.VerifierKey()
+		e.Details = c
+	}
+	details, err := encodeDetails(e.Details)
+	if err != nil {
+		return Recorded{}, fmt.Errorf("custody: append to case %s: %w", l.caseID, err)
+	}
+	e.Case = l.caseID
+	log := zerolog.Ctx(ctx)
+	for {
+		if err := ctx.Err(); err != nil {
+			return Recorded{}, err
+		}
+		opening := e.Kind() == KindCaseOpened
+		if l.n == 0 && !opening {
+			// Someone may have opened the case since we looked.
+			if err := l.refresh(ctx); err != nil {
+				return Recorded{}, err
+			}
+			if l.n == 0 {
+				return Recorded{}, fmt.Errorf("%w (case %s)", ErrNoCase, l.caseID)
+			}
+		}
+		if l.n > 0 && opening {
+			return Recorded{}, fmt.Errorf("%w (case %s)", ErrCaseExists, l.caseID)
+		}
+		e.Seq = l.n
+		e.Prev = l.last
+		e.Time = l.opts.Now().UTC()
+		if e.Time.Before(l.lastTime) {
+			e.Time = l.lastTime // entries never go back in time, even across writers' clocks
+		}
+		b, err := formatEntry(&e, details)
+		if err != nil {
+			return Recorded{}, fmt.Errorf("custody: append to case %s: %w", l.caseID, err)
+		}
+		err = writeOnce(ctx, l.store, entryKey(l.caseID, e.Seq), b, l.opts.Put)
+		if err == nil {
+			if err := l.accept(b); err != nil {
+				return Recorded{}, fmt.Errorf("custody: case %s: entry %d: %w", l.caseID, e.Seq, err)
+			}
+			log.Debug().Str("case", l.caseID).Int64("seq", e.Seq).Str("kind", string(e.Kind())).Msg("custody entry written")
+			return Recorded{Seq: e.Seq, Hash: l.last, Time: e.Time}, nil
+		}
+		if !errors.Is(err, vault.ErrExists) {
+			// The write may have landed although its answer was lost: if the
+			// key holds exactly our bytes, the entry is recorded.
+			if got, rerr := readObject(ctx, l.store, entryKey(l.caseID, e.Seq), MaxEntrySize); rerr == nil && bytes.Equal(got, b) {
+				if err := l.accept(b); err != nil {
+					return Recorded{}, fmt.Errorf("custody: case %s: entry %d: %w", l.caseID, e.Seq, err)
+				}
+				return Recorded{Seq: e.Seq, Hash: l.last, Time: e.Time}, nil
+			}
+			return Recorded{}, fmt.Errorf("custody: case %s: write entry %d: %w", l.caseID, e.Seq, err)
+		}
+		// Lost the race for this sequence number: catch up and retry.
+		before := l.n
+		if err := l.refresh(ctx); err != nil {
+			return Recorded{}, err
+		}
+		if l.n == before {
+			return Recorded{}, fmt.Errorf("custody: case %s: entry %d exists but cannot be read back", l.caseID, e.Seq)
+		}
+		log.Debug().Str("case", l.caseID).Int64("lost_seq", e.Seq).Int64("size", l.n).Msg("custody append raced another writer; retrying")
+	}
+}
+
+// refresh reads the entries other writers appended after the known ones.
+func (l *Ledger) refresh(ctx context.Context) error {
+	for {
+		b, err := readObject(ctx, l.store, entryKey(l.caseID, l.n), MaxEntrySize)
+		if errors.Is(err, vault.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("custody: case %s: read entry %d: %w", l.caseID, l.n, err)
+		}
+		if err := l.accept(b); err != nil {
+			return fmt.Errorf("custody: case %s: %w", l.caseID, err)
+		}
+	}
+}
+
+// Checkpoint signs and writes a checkpoint of every entry written so far,
+// including other writers' entries, and returns it (a signed note). With
+// no new entries since the last checkpoint it writes nothing new.
+func (l *Ledger) Checkpoint(ctx context.Context) ([]byte, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err := l.refresh(ctx); err != nil {
+		return nil, err
+	}
+	if err := l.checkpointLocked(ctx); err != nil {
+		return nil, err
+	}
+	return l.readCheckpoint(ctx, l.n)
+}
+
+func (l *Ledger) checkpointLocked(ctx context.Context) error {
+	if l.n == 0 || l.signed == l.n {
+		return nil
+	}
+	root, err := tlog.TreeHash(l.n, l.hashReader())
+	if err != nil {
+		return fmt.Errorf("custody: tree hash: %w", err)
+	}
+	c := Checkpoint{Origin: Origin(l.caseID), Size: l.n, Root: root}
+	msg, err := SignCheckpoint(c, l.signer)
+	if err != nil {
+		return err
+	}
+	err = writeOnce(ctx, l.store, checkpointKey(l.caseID, l.n), msg, l.opts.Put)
+	if errors.Is(err, vault.ErrExists) {
+		// Another writer checkpointed the same size; ECDSA signatures differ
+		// each time. Accept theirs if it is a valid checkpoint of our tree.
+		if _, err := l.readCheckpoint(ctx, l.n); err != nil {
+			return err
+		}
+	} else if err != nil {
+		return fmt.Errorf("custody: case %s: write checkpoint %d: %w", l.caseID, l.n, err)
+	}
+	l.signed = l.n
+	zerolog.Ctx(ctx).Debug().Str("case", l.caseID).Int64("size", l.n).Msg("custody checkpoint written")
+	return nil
+}
+
+// readCheckpoint reads the stored checkpoint of size n and checks it against the tree.
+func (l *Ledger) readCheckpoint(ctx context.Context, n int64) ([]byte, error) {
+	b, err := readObject(ctx, l.store, checkpointKey(l.caseID, n), MaxCheckpointSize)
+	if err != nil {
+		return nil, fmt.Errorf("custody: case %s: read checkpoint %d: %w", l.caseID, n, err)
+	}
+	c, err := OpenCheckpoint(b, l.verifier, Origin(l.caseID))
+	if err != nil {
+		return nil, &CheckpointError{Size: n, Err: err}
+	}
+	root, err := tlog.TreeHash(n, l.hashReader())
+	if err != nil {
+		return nil, err
+	}
+	if c.Size != n || c.Root != root {
+		return nil, &CheckpointError{Size: n, Err: fmt.Errorf("%w: checkpoint does not match the entries", ErrTampered)}
+	}
+	return b, nil
+}
+
+// Entries returns every entry, re-read from the vault and checked against
+// the hashes this Ledger holds.
+func (l *Ledger) Entries(ctx context.Context) ([]*Entry, error) {
+	l.mu.Lock()
+	if err := l.refresh(ctx); err != nil {
+		l.mu.Unlock()
+		return nil, err
+	}
+	n := l.n
+	l.mu.Unlock()
+	raw, err := readAll(ctx, l.store, l.caseID, n, l.opts.Concurrency)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*Entry, n)
+	for i, b := range raw {
+		l.mu.Lock()
+		want := l.hashes[tlog.StoredHashIndex(0, int64(i))]
+		l.mu.Unlock()
+		if EntryHash(b) != want {
+			return nil, &EntryError{Index: int64(i), Err: fmt.Errorf("%w: entry changed since it was read", ErrTampered)}
+		}
+		if out[i], err = ParseEntry(b); err != nil {
+			return nil, &EntryError{Index: int64(i), Err: err}
+		}
+	}
+	return out, nil
+}
+
+// ProveInclusion returns a C2SP tlog-proof that entry seq is in the ledger,
+// against a signed checkpoint of the current tree (written if need be).
+func (l *Ledger) ProveInclusion(ctx context.Context, seq int64) ([]byte, error) {
+	cp, err := l.Checkpoint(ctx)
+	if err != nil {
+		return nil, err
+	}
+	c, err := OpenCheckpoint(cp, l.verifier, Origin(l.caseID))
+	if err != nil {
+		return nil, err
+	}
+	if seq < 0 || seq >= c.Size {
+		return nil, fmt.Errorf("custody: case %s has no entry %d", l.caseID, seq)
+	}
+	b, err := readObject(ctx, l.store, entryKey(l.caseID, seq), MaxEntrySize)
+	if err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if EntryHash(b) != l.hashes[tlog.StoredHashIndex(0, seq)] {
+		return nil, &EntryError{Index: seq, Err: fmt.Errorf("%w: entry changed since it was read", ErrTampered)}
+	}
+	p, err := tlog.ProveRecord(c.Size, seq, l.hashReader())
+	if err != nil {
+		return nil, err
+	}
+	return FormatProof(&Proof{Entry: b, Index: seq, Path: p, Checkpoint: cp}), nil
+}
+
+// writeOnce stores b at key, write-once.
+func writeOnce(ctx context.Context, s store, key string, b []byte, opts vault.PutOptions) error {
+	w, err := s.Create(ctx, key, opts)
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write(b); err != nil {
+		return errors.Join(err, w.Abort())
+	}
+	if _, err := w.Commit(); err != nil {
+		return err
+	}
+	return nil
+}
+
+// readObject reads one object of at most limit bytes.
+func readObject(ctx context.Context, s reader, key string, limit int64) ([]byte, error) {
+	rc, err := s.Get(ctx, key, "")
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	var buf bytes.Buffer
+	buf.Grow(1024)
+	if _, err := buf.ReadFrom(io.LimitReader(rc, limit+1)); err != nil {
+		return nil, err
+	}
+	if int64(buf.Len()) > limit {
+		return nil, fmt.Errorf("%w: %s is larger than %d bytes", ErrMalformed, key, limit)
+	}
+	return buf.Bytes(), nil
+}
+
+// readAll reads entries 0..n-1, concurrency at a time.
+func readAll(ctx context.Context, s reader, caseID string, n int64, concurrency int) ([][]byte, error) {
+	out := make([][]byte, n)
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(concurrency)
+	for i := range n {
+		g.Go(func() error {
+			b, err := readObject(ctx, s, entryKey(caseID, i), MaxEntrySize)
+			if err != nil {
+				if errors.Is(err, vault.ErrNotFound) {
+					return &MissingEntryError{Index: i}
+				}
+				return fmt.Errorf("read entry %d: %w", i, err)
+			}
+			out[i] = b
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
