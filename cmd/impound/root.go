@@ -33,6 +33,7 @@ Start with 'impound drill' to run a whole response against a simulated account.`
 	root.AddCommand(newSimCommand(g))
 	root.AddCommand(newVaultCommand(g))
 	root.AddCommand(newLedgerCommand(g))
+	root.AddCommand(newAcquireCommand(g))
 
 	// Unknown subcommands and stray arguments are usage errors.
 	root.Args = func(cmd *cobra.Command, args []string) error {

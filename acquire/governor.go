@@ -1,0 +1,153 @@
+package acquire
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// EBS direct quotas (AWS defaults): GetSnapshotBlock 1,000 requests/s per
+// snapshot (not adjustable) and 1,000/s per account (adjustable);
+// ListSnapshotBlocks and ListChangedBlocks 50/s per account.
+const (
+	DefaultSnapshotRate = 1000
+	DefaultAccountRate  = 1000
+	DefaultListRate     = 50
+)
+
+// GovernorOptions configures a [Governor]. Start from [NewGovernorOptions].
+type GovernorOptions struct {
+	// AccountRate is the GetSnapshotBlock budget of the account, shared by
+	// every snapshot read through the governor (requests/s).
+	AccountRate float64
+	// SnapshotRate is the starting rate and ceiling for one snapshot.
+	SnapshotRate float64
+	// ListRate is the account's ListSnapshotBlocks/ListChangedBlocks budget.
+	ListRate float64
+	// MinRate is the floor multiplicative decreases stop at.
+	MinRate float64
+	// Increase is the additive increase, in requests/s gained per second
+	// of requests without throttling.
+	Increase float64
+	// Decrease multiplies the rate on a throttling answer (at most once
+	// per DecreaseEvery, so a burst of throttled requests cuts it once).
+	Decrease      float64
+	DecreaseEvery time.Duration
+}
+
+// NewGovernorOptions returns AWS's default quotas, a floor of 10 req/s, +100
+// req/s per second without throttling and halving on throttling.
+func NewGovernorOptions() GovernorOptions {
+	return GovernorOptions{
+		AccountRate:   DefaultAccountRate,
+		SnapshotRate:  DefaultSnapshotRate,
+		ListRate:      DefaultListRate,
+		MinRate:       10,
+		Increase:      100,
+		Decrease:      0.5,
+		DecreaseEvery: 250 * time.Millisecond,
+	}
+}
+
+// Governor paces EBS direct requests of one account: a token bucket per
+// snapshot and one for the account, each adjusted additive-increase /
+// multiplicative-decrease on throttling answers. Share one Governor between
+// all concurrent acquisitions of an account.
+type Governor struct {
+	opts    GovernorOptions
+	account *aimd
+	list    *aimd
+}
+
+// NewGovernor returns a governor for one account.
+func NewGovernor(opts GovernorOptions) *Governor {
+	d := NewGovernorOptions()
+	if opts.AccountRate <= 0 {
+		opts.AccountRate = d.AccountRate
+	}
+	if opts.SnapshotRate <= 0 {
+		opts.SnapshotRate = d.SnapshotRate
+	}
+	if opts.ListRate <= 0 {
+		opts.ListRate = d.ListRate
+	}
+	if opts.MinRate <= 0 {
+		opts.MinRate = d.MinRate
+	}
+	if opts.Increase <= 0 {
+		opts.Increase = d.Increase
+	}
+	if opts.Decrease <= 0 || opts.Decrease >= 1 {
+		opts.Decrease = d.Decrease
+	}
+	if opts.DecreaseEvery <= 0 {
+		opts.DecreaseEvery = d.DecreaseEvery
+	}
+	return &Governor{
+		opts:    opts,
+		account: newAIMD(opts.AccountRate, opts),
+		list:    newAIMD(opts.ListRate, opts),
+	}
+}
+
+func (g *Governor) snapshot() *aimd { return newAIMD(g.opts.SnapshotRate, g.opts) }
+
+// aimd is a token bucket whose rate goes up additively while requests pass
+// and down multiplicatively when they are throttled.
+type aimd struct {
+	lim *rate.Limiter
+
+	mu                   sync.Mutex
+	cur, ceil            float64
+	floor, inc, dec      float64
+	decEvery             time.Duration
+	lastCut, lastAdvance time.Time
+}
+
+func newAIMD(ceil float64, o GovernorOptions) *aimd {
+	burst := max(1, int(ceil/50))
+	return &aimd{
+		lim: rate.NewLimiter(rate.Limit(ceil), burst),
+		cur: ceil, ceil: ceil,
+		floor: min(o.MinRate, ceil), inc: o.Increase, dec: o.Decrease, decEvery: o.DecreaseEvery,
+	}
+}
+
+func (a *aimd) wait(ctx context.Context) error { return a.lim.Wait(ctx) }
+
+// success raises the rate by inc per second elapsed since the last change.
+func (a *aimd) success() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	now := time.Now()
+	if a.cur >= a.ceil {
+		a.lastAdvance = now
+		return
+	}
+	if !a.lastAdvance.IsZero() {
+		a.cur = min(a.ceil, a.cur+a.inc*now.Sub(a.lastAdvance).Seconds())
+		a.lim.SetLimit(rate.Limit(a.cur))
+	}
+	a.lastAdvance = now
+}
+
+// throttled cuts the rate, at most once per decEvery.
+func (a *aimd) throttled() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	now := time.Now()
+	if now.Sub(a.lastCut) < a.decEvery {
+		return
+	}
+	a.cur = max(a.floor, a.cur*a.dec)
+	a.lim.SetLimit(rate.Limit(a.cur))
+	a.lastCut, a.lastAdvance = now, now
+}
+
+func (a *aimd) rate() float64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.cur
+}
