@@ -34,6 +34,7 @@ Start with 'impound drill' to run a whole response against a simulated account.`
 	root.AddCommand(newVaultCommand(g))
 	root.AddCommand(newLedgerCommand(g))
 	root.AddCommand(newAcquireCommand(g))
+	root.AddCommand(newReportCommand(g))
 
 	// Unknown subcommands and stray arguments are usage errors.
 	root.Args = func(cmd *cobra.Command, args []string) error {
