@@ -1,0 +1,241 @@
+package isolate
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/aws/smithy-go"
+	"github.com/rs/zerolog"
+)
+
+// requireServer returns the value of env, which locates a test server or
+// tool. Unset, the test is skipped, unless IMPOUND_TEST_REQUIRE_SERVERS=1
+// (CI, scripts/testenv), where it fails.
+func requireServer(t testing.TB, env string) string {
+	t.Helper()
+	v := os.Getenv(env)
+	if v == "" {
+		if os.Getenv("IMPOUND_TEST_REQUIRE_SERVERS") == "1" {
+			t.Fatalf("%s is not set but IMPOUND_TEST_REQUIRE_SERVERS=1: run the tests through scripts/testenv", env)
+		}
+		t.Skipf("%s not set: run through scripts/testenv to test against moto_server", env)
+	}
+	return v
+}
+
+// requireTool returns the path of a command-line tool, skipping or failing
+// like requireServer when it is missing.
+func requireTool(t testing.TB, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("IMPOUND_TEST_REQUIRE_SERVERS") == "1" {
+			t.Fatalf("%s is not installed but IMPOUND_TEST_REQUIRE_SERVERS=1", name)
+		}
+		t.Skipf("%s not installed", name)
+	}
+	return p
+}
+
+// privateMoto is a moto_server this package starts for itself, so that
+// resetting it between tests cannot disturb other packages' tests running
+// at the same time against the shared server scripts/testenv started.
+var privateMoto struct {
+	once sync.Once
+	url  string
+	cmd  *exec.Cmd
+	err  error
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if privateMoto.cmd != nil {
+		_ = privateMoto.cmd.Process.Kill()
+		_ = privateMoto.cmd.Wait()
+	}
+	os.Exit(code)
+}
+
+// motoEndpoint returns a moto_server endpoint this package may reset: its
+// own when moto_server is installed, else the shared one.
+func motoEndpoint(t *testing.T) string {
+	t.Helper()
+	shared := requireServer(t, "IMPOUND_TEST_MOTO_ENDPOINT")
+	bin, err := exec.LookPath("moto_server")
+	if err != nil {
+		return shared
+	}
+	privateMoto.once.Do(func() {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			privateMoto.err = err
+			return
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		cmd := exec.Command(bin, "-H", "127.0.0.1", "-p", strconv.Itoa(port))
+		if err := cmd.Start(); err != nil {
+			privateMoto.err = err
+			return
+		}
+		privateMoto.cmd = cmd
+		url := "http://127.0.0.1:" + strconv.Itoa(port)
+		for i := 0; i < 300; i++ {
+			if resp, err := http.Get(url + "/moto-api/"); err == nil {
+				resp.Body.Close()
+				privateMoto.url = url
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		privateMoto.err = fmt.Errorf("moto_server on port %d did not answer within 30 s", port)
+	})
+	if privateMoto.err != nil {
+		t.Fatalf("start a private moto_server: %v", privateMoto.err)
+	}
+	return privateMoto.url
+}
+
+// motoConfig resets moto and returns a configuration that talks to it.
+func motoConfig(t *testing.T) (aws.Config, string) {
+	t.Helper()
+	ep := motoEndpoint(t)
+	resp, err := http.Post(ep+"/moto-api/reset", "application/json", nil)
+	if err != nil {
+		t.Fatalf("reset moto: %v", err)
+	}
+	resp.Body.Close()
+	cfg := aws.Config{
+		Region:       "us-east-1",
+		Credentials:  credentials.NewStaticCredentialsProvider("testing", "testing", ""),
+		BaseEndpoint: aws.String(ep),
+	}
+	return cfg, ep
+}
+
+func testContext(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	l := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
+	return l.WithContext(ctx)
+}
+
+// target is where the AWS CLI sends its requests, with whose credentials.
+type target struct{ endpoint, accessKey, secretKey string }
+
+// awsCLI runs the AWS CLI against the target and decodes its JSON output.
+func awsCLI(t *testing.T, tg target, out any, args ...string) {
+	t.Helper()
+	bin := requireTool(t, "aws")
+	cmd := exec.Command(bin, append([]string{"--endpoint-url", tg.endpoint, "--region", "us-east-1", "--output", "json"}, args...)...)
+	cmd.Env = append(os.Environ(), "AWS_ACCESS_KEY_ID="+tg.accessKey, "AWS_SECRET_ACCESS_KEY="+tg.secretKey, "AWS_SESSION_TOKEN=",
+		"AWS_PAGER=", "AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_ENDPOINT_URL=")
+	b, err := cmd.Output()
+	if err != nil {
+		if ee, ok := err.(*exec.ExitError); ok {
+			t.Fatalf("aws %v: %v\n%s", args, err, ee.Stderr)
+		}
+		t.Fatalf("aws %v: %v", args, err)
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		t.Fatalf("aws %v: decode %s: %v", args, b, err)
+	}
+}
+
+// recorder collects steps as a Recorder.
+type recorder struct{ steps []Step }
+
+func (r *recorder) record(_ context.Context, s Step) error {
+	r.steps = append(r.steps, s)
+	return nil
+}
+
+func (r *recorder) byName(name string) *Step {
+	for i := len(r.steps) - 1; i >= 0; i-- {
+		if r.steps[i].Name == name {
+			return &r.steps[i]
+		}
+	}
+	return nil
+}
+
+func accessDenied(op string) error {
+	return &smithy.GenericAPIError{Code: "AccessDenied", Message: "User is not authorized to perform: " + op, Fault: smithy.FaultClient}
+}
+
+// motoCompat papers over two places where moto 5.2 departs from AWS, so the
+// moto tests check impound's logic rather than moto's model:
+//
+//   - AWS has one group set per interface, and an instance's groups are its
+//     primary interface's. moto keeps instance-level groups apart and reports
+//     their union with each attached interface's own. Changes to a primary
+//     interface's groups are mirrored onto the instance, so moto reports what
+//     AWS would.
+//   - moto ignores ConnectionTrackingSpecification; the wrapper remembers what
+//     was set and reports it, as AWS does. (The simulator tests check the
+//     real behaviour end to end.)
+type motoCompat struct {
+	EC2API
+	conntrack map[string]*ec2types.ConnectionTrackingConfiguration
+}
+
+func newMotoCompat(e EC2API) *motoCompat {
+	return &motoCompat{EC2API: e, conntrack: map[string]*ec2types.ConnectionTrackingConfiguration{}}
+}
+
+func (m *motoCompat) ModifyNetworkInterfaceAttribute(ctx context.Context, in *ec2.ModifyNetworkInterfaceAttributeInput, o ...func(*ec2.Options)) (*ec2.ModifyNetworkInterfaceAttributeOutput, error) {
+	out, err := m.EC2API.ModifyNetworkInterfaceAttribute(ctx, in, o...)
+	if err != nil {
+		return out, err
+	}
+	if ct := in.ConnectionTrackingSpecification; ct != nil {
+		m.conntrack[aws.ToString(in.NetworkInterfaceId)] = &ec2types.ConnectionTrackingConfiguration{
+			TcpEstablishedTimeout: ct.TcpEstablishedTimeout, UdpStreamTimeout: ct.UdpStreamTimeout, UdpTimeout: ct.UdpTimeout,
+		}
+	}
+	if len(in.Groups) > 0 {
+		d, err := m.EC2API.DescribeNetworkInterfaces(ctx, &ec2.DescribeNetworkInterfacesInput{NetworkInterfaceIds: []string{aws.ToString(in.NetworkInterfaceId)}})
+		if err != nil {
+			return out, err
+		}
+		if a := d.NetworkInterfaces[0].Attachment; a != nil && aws.ToInt32(a.DeviceIndex) == 0 && a.InstanceId != nil {
+			if _, err := m.EC2API.ModifyInstanceAttribute(ctx, &ec2.ModifyInstanceAttributeInput{InstanceId: a.InstanceId, Groups: in.Groups}); err != nil {
+				return out, err
+			}
+		}
+	}
+	return out, nil
+}
+
+func (m *motoCompat) DescribeNetworkInterfaces(ctx context.Context, in *ec2.DescribeNetworkInterfacesInput, o ...func(*ec2.Options)) (*ec2.DescribeNetworkInterfacesOutput, error) {
+	out, err := m.EC2API.DescribeNetworkInterfaces(ctx, in, o...)
+	if err != nil {
+		return out, err
+	}
+	for i := range out.NetworkInterfaces {
+		if ct, ok := m.conntrack[aws.ToString(out.NetworkInterfaces[i].NetworkInterfaceId)]; ok {
+			out.NetworkInterfaces[i].ConnectionTrackingConfiguration = ct
+		}
+	}
+	return out, nil
+}
+
+// motoClients returns Clients for moto, with motoCompat around EC2.
+func motoClients(cfg aws.Config) Clients {
+	c := NewClients(cfg)
+	c.EC2 = newMotoCompat(c.EC2)
+	return c
+}
