@@ -34,7 +34,13 @@ Start with 'impound drill' to run a whole response against a simulated account.`
 	root.AddCommand(newVaultCommand(g))
 	root.AddCommand(newLedgerCommand(g))
 	root.AddCommand(newAcquireCommand(g))
+	root.AddCommand(newCollectCommand(g))
+	root.AddCommand(newIsolateCommand(g))
+	root.AddCommand(newReleaseCommand(g))
+	root.AddCommand(newSnapshotCommand(g))
+	root.AddCommand(newRespondCommand(g))
 	root.AddCommand(newReportCommand(g))
+	root.AddCommand(newDrillCommand(g))
 
 	// Unknown subcommands and stray arguments are usage errors.
 	root.Args = func(cmd *cobra.Command, args []string) error {

@@ -1,0 +1,675 @@
+// Package respond runs one case end to end: it opens the case in the custody
+// ledger, collects what the AWS API knows about the instance, isolates it,
+// snapshots its volumes into the forensics account, acquires every volume
+// through the EBS direct APIs into the vault, verifies every stored object by
+// reading it back, and closes the case.
+//
+// # Guarantees
+//
+//   - A case is a composition of stages ([Case.Collect], [Case.Isolate],
+//     [Case.Snapshot], [Case.Acquire], [Case.Verify], [Case.Report],
+//     [Case.Close]) that can also run one at a time, in separate processes:
+//     the ledger in the vault is the case's saved state, and each stage
+//     reads it to find what is already done. Re-running a case resumes it.
+//   - Every action is recorded in the ledger, succeeded or failed. A stage
+//     that fails is recorded as failed and the safe stages after it still
+//     run; [Run] reports exactly which stages did what.
+//   - Nothing is recorded as evidence that was not completely stored and
+//     hashed: a failed acquisition is recorded as a failed action, never as
+//     evidence.
+package respond
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/impound-ir/impound/acquire"
+	"github.com/impound-ir/impound/acquire/controlplane"
+	"github.com/impound-ir/impound/acquire/snapshot"
+	"github.com/impound-ir/impound/custody"
+	"github.com/impound-ir/impound/isolate"
+	"github.com/impound-ir/impound/report"
+	"github.com/impound-ir/impound/vault"
+)
+
+// ErrIncomplete wraps the errors of a run in which some stages failed.
+var ErrIncomplete = errors.New("respond: the case is incomplete")
+
+// Accounts are where the suspect instance lives and where the evidence goes.
+// They may be one account.
+type Accounts struct {
+	MemberID    string
+	Member      aws.Config
+	ForensicsID string
+	Forensics   aws.Config
+	// The STS caller ARNs of the two configurations, recorded as the actor
+	// of each action; see awsconf.CallerARN.
+	MemberCaller, ForensicsCaller string
+}
+
+// Options configure a case. Start from NewOptions.
+type Options struct {
+	CaseID     string
+	InstanceID string
+	Region     string
+	Operator   string
+	Title      string
+	// Trigger is what opened the case: "guardduty:<finding ID>", a ticket.
+	Trigger string
+	// Finding is the triggering GuardDuty finding, stored as evidence.
+	Finding json.RawMessage
+
+	// Hashes computed while acquiring, besides SHA-256 ("md5", "sha1", "sha512").
+	Hashes      []string
+	Compression string // "" or "zstd"
+	// Put says how evidence is kept: retention, legal hold, KMS key.
+	Put vault.PutOptions
+	// RetentionDays is recorded with the case's configuration.
+	RetentionDays int
+
+	ForensicsKMSKey string // encrypts the forensics account's snapshot copies
+	MemberKMSKey    string // re-encrypts aws/ebs snapshots so they can be shared
+	// SnapshotPollInterval between snapshot progress checks.
+	SnapshotPollInterval time.Duration
+
+	// EBS tunes the EBS direct reads; Governor paces them for the account.
+	EBS      acquire.EBSOptions
+	Governor acquire.GovernorOptions
+	// ParallelVolumes is how many volumes are acquired at once.
+	ParallelVolumes int
+	// StateDir keeps acquisitions' resume state; empty: no resume.
+	StateDir string
+	// Progress, when set, returns a progress sink for one volume.
+	Progress func(label string) acquire.Progress
+
+	// Isolate contains the instance before it is snapshotted, with Isolation's options.
+	Isolate   bool
+	Isolation isolate.Options
+
+	KeepOpen bool
+	Tool     custody.Tool
+	// Attributes are further configuration to record in the case-opened entry.
+	Attributes map[string]string
+	Now        func() time.Time
+}
+
+// NewOptions returns the defaults.
+func NewOptions() Options {
+	return Options{
+		Hashes:               []string{acquire.SHA256},
+		SnapshotPollInterval: 15 * time.Second,
+		EBS:                  acquire.NewEBSOptions(),
+		Governor:             acquire.NewGovernorOptions(),
+		Isolate:              true,
+		Isolation:            isolate.NewOptions(),
+		ParallelVolumes:      4,
+		Now:                  time.Now,
+	}
+}
+
+// Case is one case being worked on.
+type Case struct {
+	acc    Accounts
+	store  vault.Store
+	ledger *custody.Ledger
+	signer custody.Signer
+	o      Options
+	gov    *acquire.Governor
+}
+
+// Open opens the case's ledger, writing its first entry if it is new. An
+// existing case must be about the same instance.
+func Open(ctx context.Context, acc Accounts, store vault.Store, signer custody.Signer, o Options) (*Case, error) {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.ParallelVolumes <= 0 {
+		o.ParallelVolumes = 1
+	}
+	if err := vault.CheckCaseID(o.CaseID); err != nil {
+		return nil, err
+	}
+	l, err := custody.Open(ctx, store, o.CaseID, signer, custody.NewOptions())
+	if err != nil {
+		return nil, fmt.Errorf("open the ledger of case %s: %w", o.CaseID, err)
+	}
+	c := &Case{acc: acc, store: store, ledger: l, signer: signer, o: o, gov: acquire.NewGovernor(o.Governor)}
+	if l.Size() > 0 {
+		entries, err := l.Entries(ctx)
+		if err != nil {
+			return nil, err
+		}
+		opened, ok := entries[0].Details.(custody.CaseOpened)
+		if !ok {
+			return nil, fmt.Errorf("case %s: entry 0 is %s, not case-opened", o.CaseID, entries[0].Kind())
+		}
+		if o.InstanceID != "" && opened.InstanceID != "" && opened.InstanceID != o.InstanceID {
+			return nil, fmt.Errorf("case %s is about instance %s, not %s: use another case ID", o.CaseID, opened.InstanceID, o.InstanceID)
+		}
+		if o.InstanceID == "" {
+			c.o.InstanceID = opened.InstanceID
+		}
+		return c, nil
+	}
+	if o.InstanceID == "" {
+		return nil, fmt.Errorf("case %s is new: say which instance it is about", o.CaseID)
+	}
+	attrs := map[string]string{
+		"vault":          store.URI(),
+		"hashes":         strings.Join(append([]string{acquire.SHA256}, without(o.Hashes, acquire.SHA256)...), ","),
+		"retention_mode": retentionMode(o.Put),
+		"verifier_key":   signer.VerifierKey(),
+	}
+	if o.RetentionDays > 0 {
+		attrs["retention_days"] = strconv.Itoa(o.RetentionDays)
+	}
+	if o.Compression != "" {
+		attrs["compression"] = o.Compression
+	}
+	if o.ForensicsKMSKey != "" {
+		attrs["forensics_kms_key"] = o.ForensicsKMSKey
+	}
+	if o.MemberKMSKey != "" {
+		attrs["member_kms_key"] = o.MemberKMSKey
+	}
+	for k, v := range o.Attributes {
+		attrs[k] = v
+	}
+	tool := o.Tool
+	_, err = c.append(ctx, c.acc.MemberCaller, []string{c.instanceARN()}, &custody.CaseOpened{
+		Title: o.Title, Trigger: o.Trigger, Account: acc.MemberID, Region: o.Region,
+		InstanceID: o.InstanceID, ForensicsAccount: acc.ForensicsID, Tool: &tool, Attributes: attrs,
+	}, nil)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func without(list []string, drop string) []string {
+	var out []string
+	for _, s := range list {
+		if s != drop && s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func retentionMode(p vault.PutOptions) string {
+	if p.RetentionMode == "" {
+		return vault.ModeCompliance
+	}
+	return p.RetentionMode
+}
+
+// ID is the case ID.
+func (c *Case) ID() string { return c.o.CaseID }
+
+// Ledger is the case's ledger.
+func (c *Case) Ledger() *custody.Ledger { return c.ledger }
+
+// Store is the case's vault.
+func (c *Case) Store() vault.Store { return c.store }
+
+func (c *Case) instanceARN() string {
+	return fmt.Sprintf("arn:aws:ec2:%s:%s:instance/%s", c.o.Region, c.acc.MemberID, c.o.InstanceID)
+}
+
+// append records one entry; stepErr, when set, records the action as failed.
+func (c *Case) append(ctx context.Context, caller string, resources []string, d custody.Details, stepErr error) (custody.Recorded, error) {
+	e := custody.Entry{Actor: custody.Actor{Operator: c.o.Operator, CallerARN: caller}, Resources: resources, Details: d}
+	if stepErr != nil {
+		e.Outcome = custody.Failed
+		e.Error = stepErr.Error()
+	}
+	rec, err := c.ledger.Append(ctx, e)
+	if err != nil {
+		return rec, fmt.Errorf("record %s in the ledger of case %s: %w", d.Kind(), c.o.CaseID, err)
+	}
+	return rec, nil
+}
+
+// caller is the actor ARN for an action in account id.
+func (c *Case) caller(id string) string {
+	if id == c.acc.ForensicsID && c.acc.ForensicsID != c.acc.MemberID {
+		return c.acc.ForensicsCaller
+	}
+	return c.acc.MemberCaller
+}
+
+// state is what the ledger says is done.
+type state struct {
+	collected bool
+	volumes   []volume                           // forensics copies, by volume
+	acquired  map[string]*custody.EvidenceStored // by snapshot ID
+	stored    []*custody.EvidenceStored          // every succeeded evidence-stored entry
+	verified  map[string]bool                    // by key@version
+	// reported: a report was generated after the last entry of any other kind.
+	reported bool
+	reports  []vault.Receipt
+	closed   bool
+}
+
+type volume struct {
+	VolumeID, Device, Original, Forensics string
+}
+
+func (c *Case) state(ctx context.Context) (*state, error) {
+	entries, err := c.ledger.Entries(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read the ledger of case %s: %w", c.o.CaseID, err)
+	}
+	st := &state{acquired: map[string]*custody.EvidenceStored{}, verified: map[string]bool{}}
+	for _, e := range entries {
+		switch e.Kind() {
+		case custody.KindReportGenerated:
+			st.reported = e.Outcome != custody.Failed
+		case custody.KindCaseClosed:
+		default:
+			st.reported = false
+		}
+		if e.Outcome == custody.Failed {
+			continue
+		}
+		switch d := e.Details.(type) {
+		case custody.EvidenceStored:
+			st.stored = append(st.stored, &d)
+			if d.Evidence == custody.EvidenceControlPlane && strings.HasSuffix(d.Receipt.Key, "/"+controlplane.ItemInstance) {
+				st.collected = true
+			}
+			if d.Acquisition != nil && d.Acquisition.SnapshotID != "" {
+				st.acquired[d.Acquisition.SnapshotID] = &d
+			}
+		case custody.SnapshotCopied:
+			if d.Purpose == snapshot.PurposeForensics && d.Account == c.acc.ForensicsID {
+				st.volumes = append(st.volumes, volume{VolumeID: d.VolumeID, Original: d.OriginalSnapshotID, Forensics: d.SnapshotID})
+			}
+		case custody.EvidenceVerified:
+			st.verified[d.Key+"@"+d.VersionID] = true
+		case custody.ReportGenerated:
+			st.reports = append(st.reports, d.Receipt)
+		case custody.CaseClosed:
+			st.closed = true
+		}
+	}
+	return st, nil
+}
+
+// ForensicsSnapshots lists the case's snapshots in the forensics account, as
+// the ledger records them: what the acquire stage reads.
+func (c *Case) ForensicsSnapshots(ctx context.Context) ([]custody.SnapshotCopied, error) {
+	entries, err := c.ledger.Entries(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []custody.SnapshotCopied
+	for _, e := range entries {
+		if d, ok := e.Details.(custody.SnapshotCopied); ok && e.Outcome != custody.Failed && d.Purpose == snapshot.PurposeForensics {
+			out = append(out, d)
+		}
+	}
+	return out, nil
+}
+
+// Stage is one step of a case.
+type Stage struct {
+	Name string
+	Run  func(ctx context.Context) error
+	// OnlyIfClean stages run only when every stage before them succeeded
+	// (closing the case).
+	OnlyIfClean bool
+}
+
+// Stages returns the stages of a whole response, in order.
+func (c *Case) Stages() []Stage {
+	s := []Stage{{Name: "collect", Run: c.Collect}}
+	if c.o.Isolate {
+		s = append(s, Stage{Name: "isolate", Run: c.Isolate})
+	}
+	s = append(s, []Stage{
+		{Name: "snapshot", Run: c.Snapshot},
+		{Name: "acquire", Run: c.Acquire},
+		{Name: "verify", Run: c.Verify},
+		{Name: "report", Run: c.Report},
+	}...)
+	if !c.o.KeepOpen {
+		s = append(s, Stage{Name: "close", Run: c.Close, OnlyIfClean: true})
+	}
+	return s
+}
+
+// StageResult is what one stage did.
+type StageResult struct {
+	Stage   string `json:"stage"`
+	OK      bool   `json:"ok"`
+	Skipped bool   `json:"skipped,omitempty"`
+	Error   string `json:"error,omitempty"`
+}
+
+// Summary is what a run did.
+type Summary struct {
+	Case   string        `json:"case"`
+	Stages []StageResult `json:"stages"`
+	// Evidence lists every object recorded as evidence so far.
+	Evidence []*custody.EvidenceStored `json:"evidence"`
+	// Reports lists the reports stored so far.
+	Reports []vault.Receipt `json:"reports"`
+	// Checkpoint is the latest signed checkpoint of the ledger.
+	Checkpoint string `json:"checkpoint"`
+}
+
+// Run runs the stages in order. A failed stage does not stop the ones after
+// it; the error, wrapping ErrIncomplete, names every stage that failed.
+func Run(ctx context.Context, c *Case, stages []Stage) (*Summary, error) {
+	log := zerolog.Ctx(ctx)
+	sum := &Summary{Case: c.o.CaseID}
+	var errs []error
+	for _, s := range stages {
+		if ctx.Err() != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", s.Name, ctx.Err()))
+			sum.Stages = append(sum.Stages, StageResult{Stage: s.Name, Error: "not run: " + ctx.Err().Error()})
+			continue
+		}
+		if s.OnlyIfClean && len(errs) > 0 {
+			sum.Stages = append(sum.Stages, StageResult{Stage: s.Name, Skipped: true, Error: "not run: earlier stages failed; the case stays open, re-run it to resume"})
+			continue
+		}
+		log.Info().Str("case", c.o.CaseID).Str("stage", s.Name).Msg("stage started")
+		err := s.Run(ctx)
+		r := StageResult{Stage: s.Name, OK: err == nil}
+		if err != nil {
+			r.Error = err.Error()
+			errs = append(errs, fmt.Errorf("%s: %w", s.Name, err))
+			log.Error().Err(err).Str("stage", s.Name).Msg("stage failed; continuing with the next")
+		}
+		sum.Stages = append(sum.Stages, r)
+	}
+	if st, err := c.state(ctx); err == nil {
+		sum.Evidence, sum.Reports = st.stored, st.reports
+	} else {
+		errs = append(errs, err)
+	}
+	if cp, err := c.ledger.Checkpoint(ctx); err == nil {
+		sum.Checkpoint = string(cp)
+	} else {
+		errs = append(errs, fmt.Errorf("checkpoint: %w", err))
+	}
+	if len(errs) > 0 {
+		return sum, fmt.Errorf("%w: %w", ErrIncomplete, errors.Join(errs...))
+	}
+	return sum, nil
+}
+
+// Collect stores the control-plane evidence about the instance, once per case.
+func (c *Case) Collect(ctx context.Context) error {
+	st, err := c.state(ctx)
+	if err != nil {
+		return err
+	}
+	if st.collected {
+		zerolog.Ctx(ctx).Info().Msg("control-plane evidence already collected")
+		return nil
+	}
+	// Each collection gets its own prefix: a collection cut short before it
+	// was recorded leaves objects that are simply never referenced.
+	stamp := c.o.Now().UTC().Format("20060102T150405.000000000Z")
+	o := controlplane.NewOptions()
+	o.AccountID, o.Region, o.Now, o.Finding, o.Put = c.acc.MemberID, c.o.Region, c.o.Now, c.o.Finding, c.o.Put
+	var keyErr error
+	o.Key = func(item string) string {
+		k, err := vault.CaseKey(c.o.CaseID, vault.AreaEvidence, "control-plane/"+stamp+"/"+item)
+		if err != nil {
+			keyErr = err
+		}
+		return k
+	}
+	o.Record = func(ctx context.Context, r controlplane.Result) error {
+		if r.Err != nil {
+			_, err := c.append(ctx, c.acc.MemberCaller, []string{c.instanceARN()}, &custody.AWSAction{
+				Action: "collect." + r.Item, Account: c.acc.MemberID, Region: c.o.Region,
+				Details: map[string]string{"key": r.Key}}, r.Err)
+			return err
+		}
+		_, err := c.append(ctx, c.acc.MemberCaller, []string{c.instanceARN(), r.Receipt.URI}, &custody.EvidenceStored{
+			Receipt: *r.Receipt, Source: "control-plane:" + r.Item + ":" + c.o.InstanceID, Evidence: custody.EvidenceControlPlane}, nil)
+		return err
+	}
+	_, err = controlplane.Collect(ctx, controlplane.NewClients(c.acc.Member), c.store, c.o.InstanceID, o)
+	return errors.Join(err, keyErr)
+}
+
+// Snapshot freezes the instance's volumes and moves the snapshots into the
+// forensics account; it is idempotent (snapshots are found by their tags).
+func (c *Case) Snapshot(ctx context.Context) error {
+	o := snapshot.NewOptions()
+	o.CaseID, o.Region = c.o.CaseID, c.o.Region
+	o.ForensicsKMSKey, o.MemberKMSKey = c.o.ForensicsKMSKey, c.o.MemberKMSKey
+	if c.o.SnapshotPollInterval > 0 {
+		o.PollInterval = c.o.SnapshotPollInterval
+	}
+	o.Record = c.recordSnapshotStep
+	m, err := snapshot.New(snapshot.NewAccount(c.acc.MemberID, c.acc.Member), snapshot.NewAccount(c.acc.ForensicsID, c.acc.Forensics), o)
+	if err != nil {
+		return err
+	}
+	_, err = m.Run(ctx, c.o.InstanceID)
+	return err
+}
+
+func (c *Case) recordSnapshotStep(ctx context.Context, s snapshot.Step) error {
+	d := s.Details
+	var det custody.Details
+	switch s.Action {
+	case snapshot.ActionCreate:
+		if d["snapshot"] != "" {
+			size, _ := strconv.ParseInt(d["size_gib"], 10, 64)
+			det = &custody.SnapshotCreated{SnapshotID: d["snapshot"], VolumeID: d["volume_id"], Account: s.Account, Region: c.o.Region,
+				Encrypted: d["encrypted"] == "true", KMSKeyID: d["kms_key"], SizeGiB: size, InstanceID: d["instance_id"], Device: d["device"]}
+		}
+	case snapshot.ActionCopy:
+		if s.Err == nil {
+			det = &custody.SnapshotCopied{SourceSnapshotID: d["source_snapshot"], SourceAccount: d["source_account"], SourceRegion: c.o.Region,
+				SnapshotID: d["snapshot"], Account: s.Account, Region: c.o.Region, KMSKeyID: d["kms_key"],
+				OriginalSnapshotID: d["original_snapshot"], VolumeID: d["volume_id"], Purpose: d["purpose"]}
+		}
+	case snapshot.ActionShare:
+		if s.Err == nil {
+			det = &custody.SnapshotShared{SnapshotID: d["snapshot"], Accounts: []string{d["account"]}}
+		}
+	}
+	if det == nil {
+		det = &custody.AWSAction{Action: s.Action, Account: s.Account, Region: c.o.Region, Details: d}
+	}
+	_, err := c.append(ctx, c.caller(s.Account), s.Resources, det, s.Err)
+	return err
+}
+
+// Acquire streams every forensics-account snapshot of the case not yet
+// acquired into the vault, several at once within the account's rate budget.
+func (c *Case) Acquire(ctx context.Context) error {
+	st, err := c.state(ctx)
+	if err != nil {
+		return err
+	}
+	if len(st.volumes) == 0 {
+		return errors.New("no snapshot of this case is in the forensics account yet: run the snapshot stage first")
+	}
+	var todo []volume
+	for _, v := range st.volumes {
+		if st.acquired[v.Forensics] == nil {
+			todo = append(todo, v)
+		}
+	}
+	// One volume's failure does not stop the others: each is recorded on its own.
+	errs := make([]error, len(todo))
+	var g errgroup.Group
+	g.SetLimit(c.o.ParallelVolumes)
+	for i := range todo {
+		g.Go(func() error {
+			errs[i] = c.acquireOne(ctx, todo[i])
+			return nil
+		})
+	}
+	_ = g.Wait()
+	return errors.Join(errs...)
+}
+
+func (c *Case) acquireOne(ctx context.Context, v volume) error {
+	eo := c.o.EBS
+	eo.Info = acquire.SourceInfo{Kind: "ebs-snapshot", SnapshotID: v.Forensics, VolumeID: v.VolumeID, InstanceID: c.o.InstanceID,
+		Account: c.acc.ForensicsID, Region: c.o.Region,
+		SnapshotARN: fmt.Sprintf("arn:aws:ec2:%s::snapshot/%s", c.o.Region, v.Forensics)}
+	if cc, ok := c.acc.Forensics.Credentials.(*aws.CredentialsCache); ok {
+		eo.OnExpiredCredentials = cc.Invalidate
+	}
+	resources := []string{eo.Info.SnapshotARN}
+	fail := func(err error) error {
+		_, rerr := c.append(ctx, c.acc.ForensicsCaller, resources, &custody.AWSAction{Action: "acquire.snapshot",
+			Account: c.acc.ForensicsID, Region: c.o.Region,
+			Details: map[string]string{"snapshot": v.Forensics, "volume_id": v.VolumeID, "original_snapshot": v.Original}}, err)
+		return errors.Join(fmt.Errorf("acquire snapshot %s (volume %s): %w", v.Forensics, v.VolumeID, err), rerr)
+	}
+	src, err := acquire.NewEBSSource(ctx, acquire.NewEBSClient(c.acc.Forensics), v.Forensics, c.gov, eo)
+	if err != nil {
+		return fail(err)
+	}
+	ao := acquire.NewOptions()
+	ao.Case, ao.Hashes, ao.Compression, ao.Put, ao.Now = c.o.CaseID, c.o.Hashes, c.o.Compression, c.o.Put, c.o.Now
+	ao.Tool = acquire.Tool{Name: c.o.Tool.Name, Version: c.o.Tool.Version, BinarySHA256: c.o.Tool.BinarySHA256}
+	if c.o.Progress != nil {
+		ao.Progress = c.o.Progress(v.Forensics + " (" + v.VolumeID + ")")
+	}
+	if ao.Key, err = acquire.DefaultKey(c.o.CaseID, src.Info(), c.o.Compression); err != nil {
+		return fail(err)
+	}
+	if c.o.StateDir != "" {
+		// An acquisition cut short earlier continues where it stopped.
+		ao.StateDir = c.o.StateDir
+		_, serr := os.Stat(acquire.StatePath(c.o.StateDir, c.o.CaseID, src.Info(), ao.Key))
+		ao.Resume = serr == nil
+	}
+	ev, err := acquire.Run(ctx, src, c.store, ao)
+	if err != nil {
+		return fail(err)
+	}
+	resources = append(resources, ev.Image.URI)
+	_, err = c.append(ctx, c.acc.ForensicsCaller, resources, EvidenceStored(ev), nil)
+	return err
+}
+
+// EvidenceStored is the ledger entry of an acquisition.
+func EvidenceStored(ev *acquire.Evidence) *custody.EvidenceStored {
+	hashes := map[string]string{}
+	for k, v := range ev.Hashes {
+		if k != acquire.SHA256 {
+			hashes[k] = v
+		}
+	}
+	if len(hashes) == 0 {
+		hashes = nil
+	}
+	src := ev.Source.ID()
+	if ev.Source.Kind != "" {
+		src = ev.Source.Kind + ":" + src
+	}
+	return &custody.EvidenceStored{
+		Receipt: *ev.Image, Source: src, Hashes: hashes, MerkleRoot: ev.MerkleRoot, Evidence: custody.EvidenceDiskImage,
+		Acquisition: &custody.Acquisition{
+			SnapshotID: ev.Source.SnapshotID, VolumeID: ev.Source.VolumeID, InstanceID: ev.Source.InstanceID,
+			Device: ev.Source.DevicePath, Account: ev.Source.Account, Region: ev.Source.Region,
+			Size: ev.Size, BlockSize: ev.BlockSize, Blocks: ev.Blocks, WrittenBlocks: ev.WrittenBlocks,
+			Compression: ev.Compression, BlockMap: ev.BlockMap, MerkleLeaf: ev.MerkleLeaf,
+			Started: ev.Started.UTC().Format(time.RFC3339Nano), Finished: ev.Finished.UTC().Format(time.RFC3339Nano),
+			Tool: &custody.Tool{Name: ev.Tool.Name, Version: ev.Tool.Version, BinarySHA256: ev.Tool.BinarySHA256},
+		},
+	}
+}
+
+// Verify re-reads every stored object not yet verified (each image's block
+// map too) and records the comparison with its receipt.
+func (c *Case) Verify(ctx context.Context) error {
+	st, err := c.state(ctx)
+	if err != nil {
+		return err
+	}
+	var receipts []*vault.Receipt
+	for _, e := range st.stored {
+		r := e.Receipt
+		receipts = append(receipts, &r)
+		if e.Acquisition != nil && e.Acquisition.BlockMap != nil {
+			receipts = append(receipts, e.Acquisition.BlockMap)
+		}
+	}
+	sort.SliceStable(receipts, func(i, j int) bool { return receipts[i].Key < receipts[j].Key })
+	var errs []error
+	for _, r := range receipts {
+		if st.verified[r.Key+"@"+r.VersionID] {
+			continue
+		}
+		verr := vault.Verify(ctx, c.store, r)
+		if verr != nil {
+			errs = append(errs, fmt.Errorf("%s@%s: %w", r.Key, r.VersionID, verr))
+		}
+		if _, err := c.append(ctx, c.acc.ForensicsCaller, []string{r.URI}, &custody.EvidenceVerified{
+			URI: r.URI, Key: r.Key, VersionID: r.VersionID, Size: r.Size, SHA256: r.SHA256}, verr); err != nil {
+			return errors.Join(append(errs, err)...)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Report renders the report from the ledger and the vault alone, stores it
+// in every format and records each; skipped when nothing happened since the
+// last report.
+func (c *Case) Report(ctx context.Context) error {
+	st, err := c.state(ctx)
+	if err != nil {
+		return err
+	}
+	if st.reported {
+		return nil
+	}
+	// Sign what the report will show.
+	if _, err := c.ledger.Checkpoint(ctx); err != nil {
+		return fmt.Errorf("checkpoint before the report: %w", err)
+	}
+	src, err := report.FromVault(ctx, c.store, c.o.CaseID, c.signer.VerifierKey())
+	if err != nil {
+		return fmt.Errorf("read the case for its report: %w", err)
+	}
+	tool := c.o.Tool
+	// The verify stage has re-read every object and recorded it; the report
+	// shows those records rather than reading every image again.
+	rep, err := report.Build(ctx, src, report.Options{Generator: &tool})
+	if err != nil {
+		return fmt.Errorf("build the report: %w", err)
+	}
+	_, err = report.Publish(ctx, c.ledger, c.store, rep, report.Formats, report.PublishOptions{
+		Actor: custody.Actor{Operator: c.o.Operator, CallerARN: c.acc.ForensicsCaller}, Put: c.o.Put})
+	return err
+}
+
+// Close records the end of the case.
+func (c *Case) Close(ctx context.Context) error {
+	st, err := c.state(ctx)
+	if err != nil {
+		return err
+	}
+	if st.closed {
+		return nil
+	}
+	_, err = c.append(ctx, c.acc.ForensicsCaller, nil, &custody.CaseClosed{Reason: "response complete"}, nil)
+	return err
+}
