@@ -75,6 +75,39 @@ func stateName(caseID string, src SourceInfo, key string) string {
 
 func statePath(dir, name string) string { return filepath.Join(dir, name) }
 
+// CheckResume says, before anything is read or written, whether the
+// acquisition of src with opts can start: with Resume, a saved state must
+// exist; without it, none may (an interrupted run is continued, never
+// silently restarted).
+func CheckResume(src SourceInfo, opts Options) error {
+	_, err := savedState(src, opts)
+	return err
+}
+
+// savedState is the state to resume from: nil to start anew.
+func savedState(src SourceInfo, opts Options) (*resumeState, error) {
+	if opts.StateDir == "" {
+		if opts.Resume {
+			return nil, errors.New("acquire: resume needs a state directory")
+		}
+		return nil, nil
+	}
+	name := stateName(opts.Case, src, opts.Key)
+	st, err := loadState(opts.StateDir, name)
+	switch {
+	case err == nil && !opts.Resume:
+		return nil, fmt.Errorf("acquire: an interrupted acquisition of %s to %s exists (%s); rerun with --resume to continue it, or delete that file to start over: %w",
+			src.ID(), opts.Key, statePath(opts.StateDir, name), ErrStateExists)
+	case err == nil:
+		return st, nil
+	case errors.Is(err, ErrNoState) && opts.Resume:
+		return nil, fmt.Errorf("acquire: --resume: %w for %s in %s; run without --resume to start", ErrNoState, src.ID(), opts.StateDir)
+	case errors.Is(err, ErrNoState):
+		return nil, nil
+	}
+	return nil, err
+}
+
 func loadState(dir, name string) (*resumeState, error) {
 	b, err := os.ReadFile(statePath(dir, name))
 	if errors.Is(err, fs.ErrNotExist) {

@@ -239,21 +239,12 @@ func putAll(ctx context.Context, dst Store, key string, data []byte, opts vault.
 
 // open prepares the hashers, encoder and vault writer, fresh or resumed.
 func (r *runner) open(ctx context.Context) error {
-	if r.opts.StateDir != "" {
-		st, err := loadState(r.opts.StateDir, r.stateName())
-		switch {
-		case err == nil && !r.opts.Resume:
-			return fmt.Errorf("acquire: an interrupted acquisition of %s to %s exists (%s); rerun with --resume to continue it, or delete that file to start over: %w",
-				r.src.Info().ID(), r.opts.Key, statePath(r.opts.StateDir, r.stateName()), ErrStateExists)
-		case err == nil:
-			return r.resumeFrom(ctx, st)
-		case errors.Is(err, ErrNoState) && r.opts.Resume:
-			return fmt.Errorf("acquire: --resume: %w for %s in %s; run without --resume to start", ErrNoState, r.src.Info().ID(), r.opts.StateDir)
-		case !errors.Is(err, ErrNoState):
-			return err
-		}
-	} else if r.opts.Resume {
-		return errors.New("acquire: resume needs a state directory")
+	st, err := savedState(r.src.Info(), r.opts)
+	if err != nil {
+		return err
+	}
+	if st != nil {
+		return r.resumeFrom(ctx, st)
 	}
 	enc, err := newEncoder(r.opts.Compression, nil)
 	if err != nil {

@@ -21,7 +21,9 @@ import (
 	"github.com/vbauerster/mpb/v8/decor"
 
 	"github.com/impound-ir/impound/acquire"
+	"github.com/impound-ir/impound/custody"
 	"github.com/impound-ir/impound/internal/buildinfo"
+	"github.com/impound-ir/impound/respond"
 	"github.com/impound-ir/impound/vault"
 )
 
@@ -45,6 +47,8 @@ An interrupted acquisition continues with --resume. See docs/acquire.md.`,
 type acquireOptions struct {
 	Case       string
 	Vault      string
+	SigningKey string
+	Operator   string
 	Key        string
 	Hash       string
 	Compress   string
@@ -67,6 +71,8 @@ type acquireOptions struct {
 func (o *acquireOptions) AddFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.Case, "case", "", "case ID (required)")
 	f.StringVar(&o.Vault, "vault", "", "vault URI: s3://bucket[/prefix], file:///path or a directory (required)")
+	f.StringVar(&o.SigningKey, "signing-key", "", "the case's ledger signing key: file:PATH or awskms:///KEY-ARN (default $"+signingKeyEnv+")")
+	f.StringVar(&o.Operator, "operator", "", "your name, as recorded in the ledger (default $IMPOUND_OPERATOR or $USER)")
 	f.StringVar(&o.Key, "key", "", "vault key of the image (default cases/<case>/evidence/<source>.img)")
 	f.StringVar(&o.Hash, "hash", "sha256", "whole-image hashes, comma-separated: sha256 (always), md5, sha1, sha512")
 	f.StringVar(&o.Compress, "compress", "", "store the image compressed: zstd (seekable); hashes stay those of the raw image")
@@ -315,15 +321,26 @@ func acquireInto(ctx context.Context, g *globalOptions, o *acquireOptions, src a
 // the evidence of those that succeeded (one record, or a list when several).
 // A failed source does not stop the others.
 func acquireAll(ctx context.Context, g *globalOptions, o *acquireOptions, srcs []acquire.Source) error {
-	store, err := openVault(ctx, g, o.Vault, vault.NewOptions())
-	if err != nil {
-		return err
-	}
 	optss := make([]acquire.Options, len(srcs))
 	for i, src := range srcs {
+		var err error
 		if optss[i], err = o.libraryOptions(ctx, src.Info()); err != nil {
 			return err
 		}
+		if err := acquire.CheckResume(src.Info(), optss[i]); err != nil {
+			return usageError{err}
+		}
+	}
+	// Evidence is recorded in the case's ledger, or not acquired at all.
+	wo := &writeOptions{caseOptions: caseOptions{Case: o.Case, Vault: o.Vault}, SigningKey: o.SigningKey, Operator: o.Operator}
+	env, err := openForWriting(ctx, g, wo)
+	if err != nil {
+		return err
+	}
+	store := env.store
+	rec, err := openAcquisitionLedger(ctx, env, o, srcs)
+	if err != nil {
+		return err
 	}
 	pg := newProgressGroup(ctx, g)
 	evs := make([]*acquire.Evidence, len(srcs))
@@ -339,6 +356,13 @@ func acquireAll(ctx context.Context, g *globalOptions, o *acquireOptions, srcs [
 	}
 	wg.Wait()
 	pg.wait()
+	for i, src := range srcs {
+		if rerr := rec.record(ctx, src.Info(), evs[i], errs[i]); rerr != nil {
+			// Not recorded: the evidence stays in the vault but the command fails.
+			errs[i] = errors.Join(errs[i], rerr)
+			evs[i] = nil
+		}
+	}
 	var done []*acquire.Evidence
 	for i, err := range errs {
 		switch {
@@ -486,4 +510,59 @@ func (l *logProgress) Update(done, total int64) {
 		}
 	}
 	ev.Msg("acquire progress")
+}
+
+// acquisitionLedger records acquisitions in the case's ledger.
+type acquisitionLedger struct {
+	ledger *custody.Ledger
+	actor  custody.Actor
+}
+
+// openAcquisitionLedger opens the case's ledger, opening the case first when
+// this acquisition is its first action.
+func openAcquisitionLedger(ctx context.Context, env *ledgerEnv, o *acquireOptions, srcs []acquire.Source) (*acquisitionLedger, error) {
+	l, err := custody.Open(ctx, env.store, o.Case, env.signer, custody.Options{})
+	if err != nil {
+		return nil, explainLedgerError(o.Case, err)
+	}
+	if l.Size() == 0 {
+		bi, _ := buildinfo.Read()
+		ids := make([]string, len(srcs))
+		for i, s := range srcs {
+			ids[i] = s.Info().ID()
+		}
+		_, err := l.Append(ctx, custody.Entry{Actor: env.actor, Details: custody.CaseOpened{
+			Title:      "acquisition of " + strings.Join(ids, ", "),
+			Trigger:    "manual",
+			Tool:       &custody.Tool{Name: "impound", Version: bi.Version, Commit: bi.Commit, BinarySHA256: bi.BinarySHA256},
+			Attributes: map[string]string{"vault": env.store.URI(), "hashes": o.Hash},
+		}})
+		if err != nil {
+			return nil, explainLedgerError(o.Case, err)
+		}
+	}
+	return &acquisitionLedger{ledger: l, actor: env.actor}, nil
+}
+
+// record appends the acquisition of one source: evidence-stored when it
+// succeeded, a failed action when it did not.
+func (a *acquisitionLedger) record(ctx context.Context, info acquire.SourceInfo, ev *acquire.Evidence, runErr error) error {
+	e := custody.Entry{Actor: a.actor}
+	for _, r := range []string{info.SnapshotARN, info.VolumeARN, info.InstanceARN} {
+		if r != "" {
+			e.Resources = append(e.Resources, r)
+		}
+	}
+	if runErr != nil {
+		e.Outcome, e.Error = custody.Failed, runErr.Error()
+		e.Details = custody.AWSAction{Action: "acquire." + info.Kind, Account: info.Account, Region: info.Region,
+			Details: map[string]string{"source": info.ID()}}
+	} else {
+		e.Resources = append(e.Resources, ev.Image.URI)
+		e.Details = *respond.EvidenceStored(ev)
+	}
+	if _, err := a.ledger.Append(ctx, e); err != nil {
+		return explainLedgerError(a.ledger.Case(), err)
+	}
+	return nil
 }
