@@ -60,14 +60,8 @@ func (l *local) tmpPath(id string) string {
 }
 
 func (l *local) Create(ctx context.Context, key string, opts PutOptions) (Writer, error) {
-	if err := CheckKey(key); err != nil {
-		return nil, err
-	}
-	opts, err := l.opts.resolve(opts)
+	opts, err := l.opts.prepare(ctx, key, opts)
 	if err != nil {
-		return nil, err
-	}
-	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	// The directory is created by the first write, not by Open, so that
@@ -84,8 +78,8 @@ func (l *local) Create(ctx context.Context, key string, opts PutOptions) (Writer
 }
 
 func (l *local) newWriter(ctx context.Context, key string, opts PutOptions, id string, f *os.File, h hash.Hash, off int64) *localWriter {
-	w := &localWriter{l: l, ctx: ctx, key: key, opts: opts, id: id, f: f, h: h, size: off}
-	w.stop = context.AfterFunc(ctx, func() { w.Abort() })
+	w := &localWriter{writerBase: newWriterBase(ctx, key, opts), l: l, id: id, f: f, h: h, size: off}
+	w.abortOnCancel(w.Abort)
 	return w
 }
 
@@ -289,27 +283,19 @@ func syncDir(dir string) error {
 }
 
 type localWriter struct {
-	l    *local
-	ctx  context.Context
-	stop func() bool
-	key  string
-	opts PutOptions
-	id   string
+	writerBase
+	l  *local
+	id string
 
-	mu   sync.Mutex
 	f    *os.File
 	h    hash.Hash
 	size int64
-	done bool
 }
 
 func (w *localWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.done {
-		return 0, fmt.Errorf("vault: write %s: writer closed", w.key)
-	}
-	if err := w.ctx.Err(); err != nil {
+	if err := w.writable(); err != nil {
 		return 0, err
 	}
 	n, err := w.f.Write(p)
@@ -324,8 +310,8 @@ func (w *localWriter) Write(p []byte) (int, error) {
 func (w *localWriter) Checkpoint() ([]byte, int64, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.done {
-		return nil, 0, fmt.Errorf("vault: checkpoint %s: writer closed", w.key)
+	if err := w.closed("checkpoint"); err != nil {
+		return nil, 0, err
 	}
 	if err := w.f.Sync(); err != nil {
 		return nil, 0, fmt.Errorf("vault: checkpoint %s: %w", w.key, err)
@@ -342,21 +328,17 @@ func (w *localWriter) Checkpoint() ([]byte, int64, error) {
 func (w *localWriter) Commit() (*Receipt, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.done {
-		return nil, fmt.Errorf("vault: commit %s: writer closed", w.key)
-	}
-	if err := w.ctx.Err(); err != nil {
-		return nil, fmt.Errorf("vault: commit %s: %w", w.key, err)
+	if err := w.committable(); err != nil {
+		return nil, err
 	}
 	r, err := w.commit()
-	w.done = true
-	w.stop()
+	w.close()
 	w.f.Close()
 	os.Remove(w.l.tmpPath(w.id))
 	if err != nil {
 		return nil, err
 	}
-	zerolog.Ctx(w.ctx).Debug().Str("uri", r.URI).Int64("size", r.Size).Str("sha256", r.SHA256).Msg("stored")
+	logStored(w.ctx, r)
 	return r, nil
 }
 
@@ -413,11 +395,9 @@ func (w *localWriter) commit() (*Receipt, error) {
 func (w *localWriter) Abort() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.done {
+	if !w.close() {
 		return nil
 	}
-	w.done = true
-	w.stop()
 	w.f.Close()
 	if err := os.Remove(w.l.tmpPath(w.id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("vault: abort %s: %w", w.key, err)

@@ -59,18 +59,12 @@ func randomID() string {
 }
 
 func (m *memory) Create(ctx context.Context, key string, opts PutOptions) (Writer, error) {
-	if err := CheckKey(key); err != nil {
-		return nil, err
-	}
-	opts, err := m.opts.resolve(opts)
+	opts, err := m.opts.prepare(ctx, key, opts)
 	if err != nil {
 		return nil, err
 	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	w := &memWriter{m: m, ctx: ctx, key: key, opts: opts, id: randomID(), h: sha256.New()}
-	w.stop = context.AfterFunc(ctx, func() { w.Abort() })
+	w := &memWriter{writerBase: newWriterBase(ctx, key, opts), m: m, id: randomID(), h: sha256.New()}
+	w.abortOnCancel(w.Abort)
 	return w, nil
 }
 
@@ -92,9 +86,9 @@ func (m *memory) Resume(ctx context.Context, state []byte) (Writer, int64, error
 	if err != nil {
 		return nil, 0, err
 	}
-	w := &memWriter{m: m, ctx: ctx, key: c.Key, opts: c.Opts, id: c.Upload, h: h,
+	w := &memWriter{writerBase: newWriterBase(ctx, c.Key, c.Opts), m: m, id: c.Upload, h: h,
 		buf: append([]byte(nil), up.data[:c.Offset]...)}
-	w.stop = context.AfterFunc(ctx, func() { w.Abort() })
+	w.abortOnCancel(w.Abort)
 	return w, c.Offset, nil
 }
 
@@ -163,26 +157,18 @@ func (m *memory) SetLegalHold(ctx context.Context, key, versionID string, on boo
 }
 
 type memWriter struct {
-	m    *memory
-	ctx  context.Context
-	stop func() bool
-	key  string
-	opts PutOptions
-	id   string
+	writerBase
+	m  *memory
+	id string
 
-	mu   sync.Mutex
-	h    hash.Hash
-	buf  []byte
-	done bool
+	h   hash.Hash
+	buf []byte
 }
 
 func (w *memWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.done {
-		return 0, fmt.Errorf("vault: write %s: writer closed", w.key)
-	}
-	if err := w.ctx.Err(); err != nil {
+	if err := w.writable(); err != nil {
 		return 0, err
 	}
 	w.h.Write(p)
@@ -193,8 +179,8 @@ func (w *memWriter) Write(p []byte) (int, error) {
 func (w *memWriter) Checkpoint() ([]byte, int64, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.done {
-		return nil, 0, fmt.Errorf("vault: checkpoint %s: writer closed", w.key)
+	if err := w.closed("checkpoint"); err != nil {
+		return nil, 0, err
 	}
 	hs, err := hashState(w.h)
 	if err != nil {
@@ -211,14 +197,10 @@ func (w *memWriter) Checkpoint() ([]byte, int64, error) {
 func (w *memWriter) Commit() (*Receipt, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.done {
-		return nil, fmt.Errorf("vault: commit %s: writer closed", w.key)
+	if err := w.committable(); err != nil {
+		return nil, err
 	}
-	if err := w.ctx.Err(); err != nil {
-		return nil, fmt.Errorf("vault: commit %s: %w", w.key, err)
-	}
-	w.done = true
-	w.stop()
+	w.close()
 	sum := hex.EncodeToString(w.h.Sum(nil))
 	size := int64(len(w.buf))
 
@@ -245,11 +227,9 @@ func (w *memWriter) Commit() (*Receipt, error) {
 func (w *memWriter) Abort() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.done {
+	if !w.close() {
 		return nil
 	}
-	w.done = true
-	w.stop()
 	w.m.mu.Lock()
 	delete(w.m.uploads, w.id)
 	w.m.mu.Unlock()

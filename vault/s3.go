@@ -53,11 +53,12 @@ const (
 
 // s3Store is a Store in an S3 bucket with Object Lock.
 type s3Store struct {
-	client s3API
-	bucket string
-	prefix string // "" or ending in "/"
-	opts   Options
-	uri    string
+	client  s3API
+	presign *s3.PresignClient // nil unless the client is an *s3.Client
+	bucket  string
+	prefix  string // "" or ending in "/"
+	opts    Options
+	uri     string
 }
 
 var _ Store = (*s3Store)(nil)
@@ -123,7 +124,11 @@ func newS3Store(client s3API, bucket, prefix string, opts Options) *s3Store {
 	if prefix != "" {
 		uri += "/" + strings.TrimSuffix(prefix, "/")
 	}
-	return &s3Store{client: client, bucket: bucket, prefix: prefix, opts: opts.withDefaults(), uri: uri}
+	s := &s3Store{client: client, bucket: bucket, prefix: prefix, opts: opts.withDefaults(), uri: uri}
+	if c, ok := client.(*s3.Client); ok {
+		s.presign = s3.NewPresignClient(c)
+	}
+	return s
 }
 
 func (s *s3Store) URI() string { return s.uri }
@@ -194,14 +199,8 @@ func optString(s string) *string {
 }
 
 func (s *s3Store) Create(ctx context.Context, key string, opts PutOptions) (Writer, error) {
-	if err := CheckKey(key); err != nil {
-		return nil, err
-	}
-	opts, err := s.opts.resolve(opts)
+	opts, err := s.opts.prepare(ctx, key, opts)
 	if err != nil {
-		return nil, err
-	}
-	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	w := s.newWriter(ctx, key, opts, s.partSize(opts.SizeHint))

@@ -269,19 +269,26 @@ func TestMinIOAbortCleansUploads(t *testing.T) {
 	if !errors.Is(err, boom) {
 		t.Fatalf("Put: %v", err)
 	}
+	assertNothingLeft(t, raw, bucket)
+}
+
+// assertNothingLeft checks that the bucket holds no upload and no version.
+func assertNothingLeft(t *testing.T, raw *s3.Client, bucket string) {
+	t.Helper()
+	ctx := context.Background()
 	out, err := raw.ListMultipartUploads(ctx, &s3.ListMultipartUploadsInput{Bucket: &bucket})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(out.Uploads) != 0 {
-		t.Fatalf("%d multipart uploads left after a failed put", len(out.Uploads))
+		t.Fatalf("%d multipart uploads left", len(out.Uploads))
 	}
 	vs, err := raw.ListObjectVersions(ctx, &s3.ListObjectVersionsInput{Bucket: &bucket})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(vs.Versions) != 0 {
-		t.Fatalf("%d object versions after a failed put", len(vs.Versions))
+		t.Fatalf("%d object versions left", len(vs.Versions))
 	}
 }
 

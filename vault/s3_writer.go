@@ -41,10 +41,10 @@ type s3SegState struct {
 
 // partUploader sends one part of a multipart upload, given its SHA-256. It
 // is the only call on the data path, so a writer on a host without AWS
-// credentials can send its parts to presigned UploadPart URLs instead (not
-// implemented yet). The checksum is computed before the call because S3
-// refuses unsigned x-amz-* headers on presigned requests: the URL for a
-// part must be signed with that part's x-amz-checksum-sha256.
+// credentials sends its parts to presigned UploadPart URLs instead
+// (presignedParts, under PartWriter). The checksum is computed before the
+// call because S3 refuses unsigned x-amz-* headers on presigned requests:
+// the URL for a part must be signed with that part's x-amz-checksum-sha256.
 type partUploader interface {
 	uploadPart(ctx context.Context, key, uploadID string, n int32, data []byte, sum [sha256.Size]byte) (s3Part, error)
 }
@@ -118,17 +118,13 @@ func (g *s3Seg) state() s3SegState {
 // stays open until Commit, which completes the later segments first and KEY
 // last, so an interrupted write never leaves an object at KEY.
 type s3Writer struct {
+	writerBase
 	s        *s3Store
 	up       partUploader
-	ctx      context.Context
-	stop     func() bool
-	key      string
-	opts     PutOptions
 	partSize int64
 	perSeg   int32 // parts per segment
 	inflight int   // parts uploading at once
 
-	mu     sync.Mutex
 	h      hash.Hash // the whole stream, through the sealed bytes
 	segH   hash.Hash // the current segment when it is not the first
 	segs   []*s3Seg
@@ -137,19 +133,26 @@ type s3Writer struct {
 	g      *errgroup.Group
 	gctx   context.Context
 	sealed int64
-	done   bool
-	broken error // a failed Commit: only Abort is left
+
+	// remote: a host-side writer (NewPartWriter) whose one upload was
+	// created by the credentialed side, which also completes or aborts it;
+	// this writer only sends parts.
+	remote bool
+	// readBack: the whole stream's SHA-256 was reported by a host
+	// (PresignedUpload.Complete), so it is confirmed by reading the object
+	// back before the receipt is written.
+	readBack bool
 }
 
 func (s *s3Store) newWriter(ctx context.Context, key string, opts PutOptions, partSize int64) *s3Writer {
 	perSeg := min(int64(s.opts.MaxParts), s.opts.MaxObjectSize/partSize)
 	inflight := int(min(max(s.opts.MemoryBudget/partSize-1, 1), int64(s.opts.Concurrency)))
 	w := &s3Writer{
-		s: s, up: s, ctx: ctx, key: key, opts: opts, partSize: partSize, perSeg: int32(perSeg),
+		writerBase: newWriterBase(ctx, key, opts), s: s, up: s, partSize: partSize, perSeg: int32(perSeg),
 		inflight: inflight, h: sha256.New(), free: make(chan []byte, inflight+1),
 	}
 	w.newGroup()
-	w.stop = context.AfterFunc(ctx, func() { w.Abort() })
+	w.abortOnCancel(w.Abort)
 	return w
 }
 
@@ -170,10 +173,7 @@ func (w *s3Writer) buffer() []byte {
 func (w *s3Writer) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.done || w.broken != nil {
-		return 0, fmt.Errorf("vault: write %s: writer closed", w.key)
-	}
-	if err := w.ctx.Err(); err != nil {
+	if err := w.writable(); err != nil {
 		return 0, err
 	}
 	n := 0
@@ -206,6 +206,9 @@ func (w *s3Writer) seal() error {
 	w.cur = nil
 	seg := w.segs[len(w.segs)-1]
 	if seg.nparts == w.perSeg {
+		if w.remote {
+			return fmt.Errorf("vault: %s: a presigned upload holds at most %d parts of %d bytes", w.key, w.perSeg, w.partSize)
+		}
 		seg = w.nextSegment()
 	}
 	w.h.Write(data)
@@ -281,8 +284,8 @@ func (w *s3Writer) createUpload(seg *s3Seg) error {
 func (w *s3Writer) Checkpoint() ([]byte, int64, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.done || w.broken != nil {
-		return nil, 0, fmt.Errorf("vault: checkpoint %s: writer closed", w.key)
+	if err := w.closed("checkpoint"); err != nil {
+		return nil, 0, err
 	}
 	if err := w.g.Wait(); err != nil {
 		return nil, 0, fmt.Errorf("vault: checkpoint %s: %w", w.key, err)
@@ -305,26 +308,24 @@ func (w *s3Writer) Checkpoint() ([]byte, int64, error) {
 	return state, c.Offset, err
 }
 
-func (w *s3Writer) Commit() (*Receipt, error) {
+func (w *s3Writer) Commit() (*Receipt, error) { return w.commitWith(w.commit) }
+
+// commitWith runs commit under the writer's lock when the writer may
+// commit. After a failure only Abort is left: Put (or the caller) aborts
+// what is left.
+func (w *s3Writer) commitWith(commit func() (*Receipt, error)) (*Receipt, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.done {
-		return nil, fmt.Errorf("vault: commit %s: writer closed", w.key)
+	if err := w.committable(); err != nil {
+		return nil, err
 	}
-	if err := w.ctx.Err(); err != nil {
-		return nil, fmt.Errorf("vault: commit %s: %w", w.key, err)
-	}
-	if w.broken != nil {
-		return nil, fmt.Errorf("vault: commit %s: an earlier commit failed: %w", w.key, w.broken)
-	}
-	r, err := w.commit()
+	r, err := commit()
 	if err != nil {
 		w.broken = err
-		return nil, err // Put (or the caller) aborts what is left
+		return nil, err
 	}
-	w.done = true
-	w.stop()
-	zerolog.Ctx(w.ctx).Debug().Str("uri", r.URI).Str("version_id", r.VersionID).Int64("size", r.Size).Str("sha256", r.SHA256).Msg("stored")
+	w.close()
+	logStored(w.ctx, r)
 	return r, nil
 }
 
@@ -355,7 +356,14 @@ func (w *s3Writer) commit() (*Receipt, error) {
 		return nil, fmt.Errorf("vault: commit %s: %w", w.key, err)
 	}
 	w.newGroup()
-	whole := w.h.Sum(nil)
+	return w.finish(w.h.Sum(nil), single)
+}
+
+// finish completes every segment's upload (single is the content of a
+// last segment without one) and writes the receipt of a stream whose
+// SHA-256 is whole.
+func (w *s3Writer) finish(whole, single []byte) (*Receipt, error) {
+	seg := w.segs[len(w.segs)-1]
 	if w.segH == nil {
 		seg.sha = hex.EncodeToString(whole)
 	} else {
@@ -413,6 +421,11 @@ func (w *s3Writer) commit() (*Receipt, error) {
 		for _, sg := range w.segs {
 			st := sg.state()
 			r.Segments = append(r.Segments, Segment{Key: sg.key, VersionID: sg.version, Offset: sg.start, Size: sg.size, SHA256: sg.sha, Parts: publicParts(st.Parts)})
+		}
+	}
+	if w.readBack {
+		if err := Verify(w.ctx, w.s, r); err != nil {
+			return nil, fmt.Errorf("vault: commit %s: read back against the host's report: %w", w.key, err)
 		}
 	}
 	if w.segs[0].nparts > 0 || len(w.segs) > 1 {
@@ -499,12 +512,14 @@ func (w *s3Writer) abortUpload(sg *s3Seg) error {
 func (w *s3Writer) Abort() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.done {
+	if !w.close() {
 		return nil
 	}
-	w.done = true
-	w.stop()
 	w.g.Wait() // the parts in flight fail or finish; their uploads are aborted below
+	w.cur = nil
+	if w.remote {
+		return nil // the credentialed side aborts the upload
+	}
 	var errs []error
 	for _, sg := range w.segs {
 		if err := w.abortUpload(sg); err != nil {

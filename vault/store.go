@@ -11,9 +11,11 @@ import (
 	"hash"
 	"io"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/rs/zerolog"
 )
 
 // Store keeps write-once objects. Every implementation passes the same
@@ -372,4 +374,86 @@ func parseCheckpoint(state []byte, storeURI string) (*checkpoint, error) {
 		return nil, errors.New("vault: resume: negative offset")
 	}
 	return &c, nil
+}
+
+// prepare checks a key and resolves a PutOptions for Create: what every
+// store does before it starts a writer.
+func (o Options) prepare(ctx context.Context, key string, p PutOptions) (PutOptions, error) {
+	if err := CheckKey(key); err != nil {
+		return p, err
+	}
+	p, err := o.resolve(p)
+	if err != nil {
+		return p, err
+	}
+	return p, ctx.Err()
+}
+
+// writerBase is what every Writer shares: its context, key and options,
+// and whether it is closed, under its lock. Methods named "…able" and
+// closed are called with mu held.
+type writerBase struct {
+	ctx  context.Context
+	stop func() bool // unregisters the Abort that cancelling ctx triggers
+	key  string
+	opts PutOptions
+
+	mu     sync.Mutex
+	done   bool
+	broken error // a failed Commit: only Abort is left
+}
+
+func newWriterBase(ctx context.Context, key string, opts PutOptions) writerBase {
+	return writerBase{ctx: ctx, key: key, opts: opts}
+}
+
+// abortOnCancel makes cancelling the writer's context abort it.
+func (b *writerBase) abortOnCancel(abort func() error) {
+	b.stop = context.AfterFunc(b.ctx, func() { abort() })
+}
+
+// closed says why op cannot go on once the writer was committed, aborted
+// or failed to commit.
+func (b *writerBase) closed(op string) error {
+	if b.done || b.broken != nil {
+		return fmt.Errorf("vault: %s %s: writer closed", op, b.key)
+	}
+	return nil
+}
+
+// writable says why Write cannot go on.
+func (b *writerBase) writable() error {
+	if err := b.closed("write"); err != nil {
+		return err
+	}
+	return b.ctx.Err()
+}
+
+// committable says why Commit cannot go on.
+func (b *writerBase) committable() error {
+	if b.done {
+		return fmt.Errorf("vault: commit %s: writer closed", b.key)
+	}
+	if err := b.ctx.Err(); err != nil {
+		return fmt.Errorf("vault: commit %s: %w", b.key, err)
+	}
+	if b.broken != nil {
+		return fmt.Errorf("vault: commit %s: an earlier commit failed: %w", b.key, b.broken)
+	}
+	return nil
+}
+
+// close marks the writer done and unregisters its abort on cancellation;
+// false when it was done already.
+func (b *writerBase) close() bool {
+	if b.done {
+		return false
+	}
+	b.done = true
+	b.stop()
+	return true
+}
+
+func logStored(ctx context.Context, r *Receipt) {
+	zerolog.Ctx(ctx).Debug().Str("uri", r.URI).Str("version_id", r.VersionID).Int64("size", r.Size).Str("sha256", r.SHA256).Msg("stored")
 }

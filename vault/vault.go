@@ -17,6 +17,11 @@
 //
 // Implementations: S3 with Object Lock ("s3://bucket[/prefix]"), a local
 // directory ("file:///path" or a plain path) and, for tests, memory ("mem:").
+//
+// A host without AWS credentials streams into S3 through [PartWriter], over
+// the part URLs a [PresignedUpload] on the credentialed side signs
+// ([PartSigner]); the credentialed side completes the upload and issues the
+// receipt.
 package vault
 
 import (
