@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -39,6 +40,11 @@ type caseRunOptions struct {
 	StateDir      string
 	Trigger       string
 	FindingFile   string
+	// Isolation
+	NoIsolate bool
+	AllowSSM  bool
+	NACL      bool
+	ASGDetach bool
 }
 
 func (o *caseRunOptions) AddFlags(f *pflag.FlagSet) {
@@ -56,6 +62,10 @@ func (o *caseRunOptions) AddFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.StateDir, "state-dir", "", "where acquisitions save progress to resume (default <user cache dir>/impound/acquire)")
 	f.StringVar(&o.Trigger, "trigger", "manual", "what opened the case: a ticket, guardduty:<finding ID>")
 	f.StringVar(&o.FindingFile, "finding", "", "the triggering GuardDuty finding (EventBridge event or its detail, JSON file), stored as evidence")
+	f.BoolVar(&o.NoIsolate, "no-isolate", false, "do not isolate the instance (it was contained by other means, or by another case)")
+	f.BoolVar(&o.AllowSSM, "allow-ssm", false, "isolation keeps HTTPS egress to the VPC's SSM and S3 endpoints, so memory can still be captured")
+	f.BoolVar(&o.NACL, "nacl", false, "isolation also gives each subnet a deny-all network ACL: cuts EVERY instance in those subnets")
+	f.BoolVar(&o.ASGDetach, "asg-detach", false, "isolation detaches the instance from its Auto Scaling group instead of putting it in standby")
 }
 
 // options maps the flags onto respond.Options.
@@ -91,6 +101,17 @@ func (o *caseRunOptions) options(ctx context.Context, g *globalOptions) (respond
 	}
 	ro.Put.LegalHold, ro.Put.KMSKeyID = o.LegalHold, o.KMSKey
 	ro.ForensicsKMSKey, ro.MemberKMSKey = o.ForensicsKey, o.MemberKey
+	ro.Isolate = !o.NoIsolate
+	ro.Isolation.AllowSSM, ro.Isolation.NACL, ro.Isolation.ASGDetach = o.AllowSSM, o.NACL, o.ASGDetach
+	if o.NACL {
+		zerolog.Ctx(ctx).Warn().Msg("--nacl replaces the network ACL of the instance's subnets: every instance in them loses its network")
+	}
+	ro.Attributes = map[string]string{
+		"isolation":           strconv.FormatBool(ro.Isolate),
+		"isolation.allow_ssm": strconv.FormatBool(o.AllowSSM),
+		"isolation.nacl":      strconv.FormatBool(o.NACL),
+		"isolation.asg":       map[bool]string{true: "detach", false: "standby"}[o.ASGDetach],
+	}
 	ro.StateDir = o.StateDir
 	if ro.StateDir == "" {
 		dir, err := os.UserCacheDir()

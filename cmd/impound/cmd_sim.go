@@ -34,6 +34,7 @@ type simServeOptions struct {
 	MemberAccountID    string
 	ForensicsAccountID string
 	Seed               uint64
+	RootGiB, DataGiB   int32
 	AWSQuotas          bool
 }
 
@@ -42,6 +43,8 @@ func (o *simServeOptions) AddFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.MemberAccountID, "member-account", "111111111111", "ID of the simulated member account (holds the compromised instance)")
 	f.StringVar(&o.ForensicsAccountID, "forensics-account", "222222222222", "ID of the simulated forensics account")
 	f.Uint64Var(&o.Seed, "seed", 1, "seed of generated IDs and volume content (same seed, same demo)")
+	f.Int32Var(&o.RootGiB, "root-gib", 8, "size of the compromised instance's root volume in GiB")
+	f.Int32Var(&o.DataGiB, "data-gib", 4, "size of its aws/ebs-encrypted data volume in GiB")
 	f.BoolVar(&o.AWSQuotas, "aws-quotas", false, "throttle the EBS direct APIs at AWS's default quotas (GetSnapshotBlock 1,000/s per snapshot and per account, List* 50/s)")
 }
 
@@ -99,7 +102,8 @@ func runSimServe(ctx context.Context, g *globalOptions, o *simServeOptions, comm
 		region = awssim.DefaultRegion
 	}
 	sim := awssim.New(awssim.Options{Region: region, Seed: o.Seed})
-	demo, err := awssim.SeedDemo(sim, awssim.DemoOptions{MemberAccountID: o.MemberAccountID, ForensicsAccountID: o.ForensicsAccountID, DataSeed: o.Seed})
+	demo, err := awssim.SeedDemo(sim, awssim.DemoOptions{MemberAccountID: o.MemberAccountID, ForensicsAccountID: o.ForensicsAccountID, DataSeed: o.Seed,
+		RootGiB: o.RootGiB, DataGiB: o.DataGiB})
 	if err != nil {
 		return usageError{err}
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
@@ -38,12 +39,16 @@ const (
 	imageID = "ami-03cf127a"
 )
 
+// clientConfig keeps the SDK's standard retryer: moto's development server
+// closes kept-alive connections, and a request on such a connection fails
+// with a transport error the SDK retries. API errors (4xx), which the
+// scenarios compare, are not retried.
 func clientConfig(endpoint string, creds aws.CredentialsProvider) aws.Config {
 	return aws.Config{
 		Region:       region,
 		Credentials:  creds,
 		BaseEndpoint: aws.String(endpoint),
-		Retryer:      func() aws.Retryer { return aws.NopRetryer{} },
+		Retryer:      func() aws.Retryer { return retry.NewStandard() },
 	}
 }
 
