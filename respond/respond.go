@@ -393,6 +393,12 @@ func Run(ctx context.Context, c *Case, stages []Stage) (*Summary, error) {
 			r.Error = err.Error()
 			errs = append(errs, fmt.Errorf("%s: %w", s.Name, err))
 			log.Error().Err(err).Str("stage", s.Name).Msg("stage failed; continuing with the next")
+			// The steps inside the stage recorded what they did; the stage's
+			// failure is recorded too, so no failure is only on the terminal.
+			if _, rerr := c.append(ctx, c.acc.ForensicsCaller, []string{c.instanceARN()}, &custody.AWSAction{
+				Action: "stage." + s.Name, Account: c.acc.MemberID, Region: c.o.Region}, err); rerr != nil {
+				errs = append(errs, rerr)
+			}
 		}
 		sum.Stages = append(sum.Stages, r)
 	}

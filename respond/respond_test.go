@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
+	"strings"
 	"testing"
 	"time"
 
@@ -220,5 +221,45 @@ func TestRespondRecordsFailureAndResumes(t *testing.T) {
 	st, _ = c2.state(ctx)
 	if len(st.acquired) != 2 || !st.closed {
 		t.Errorf("after resume: %d acquired, closed %v", len(st.acquired), st.closed)
+	}
+}
+
+// TestRespondUnknownInstance: a case about an instance that does not exist
+// fails with an error naming the fix, and every failed stage is recorded.
+func TestRespondUnknownInstance(t *testing.T) {
+	ctx := context.Background()
+	d := newDrill(t, vault.NewMemory())
+	o := d.options()
+	o.InstanceID = "i-0123456789abcdef0"
+	c, err := Open(ctx, d.acc, d.store, d.signer, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum, err := Run(ctx, c, c.Stages())
+	if !errors.Is(err, ErrIncomplete) || !strings.Contains(err.Error(), "--region") || !strings.Contains(err.Error(), "i-0123456789abcdef0") {
+		t.Fatalf("err %v: want ErrIncomplete naming the instance and the fix", err)
+	}
+	entries, err := c.Ledger().Entries(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	failedStages := map[string]bool{}
+	for _, e := range entries {
+		if a, ok := e.Details.(custody.AWSAction); ok && strings.HasPrefix(a.Action, "stage.") {
+			if e.Outcome != custody.Failed || e.Error == "" {
+				t.Errorf("%s recorded as %s with error %q", a.Action, e.Outcome, e.Error)
+			}
+			failedStages[strings.TrimPrefix(a.Action, "stage.")] = true
+		}
+	}
+	for _, s := range sum.Stages {
+		if !s.OK && !s.Skipped && !failedStages[s.Stage] {
+			t.Errorf("stage %s failed (%s) but the ledger does not say so", s.Stage, s.Error)
+		}
+	}
+	for _, st := range []string{"collect", "snapshot", "acquire"} {
+		if !failedStages[st] {
+			t.Errorf("stage %s not recorded as failed; recorded: %v", st, failedStages)
+		}
 	}
 }
