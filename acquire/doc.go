@@ -20,6 +20,11 @@
 //     its upload, leaving no object.
 //   - Resumable: with a state directory, a run killed at any point continues
 //     ([Options.Resume]) to the same hashes and one object.
+//   - Incremental, still whole: an [IncrementalSource] reads from EBS only
+//     the blocks ListChangedBlocks names and takes the others from an
+//     earlier acquisition's stored image, which must hash, whole, to the
+//     Merkle root recorded for it ([ErrBaseMismatch]); the image is the
+//     newer snapshot's, bit for bit.
 //   - Flat memory: at most [Options.Window] blocks are buffered ahead of the
 //     sequential hash, plus one per reader, whatever the volume's size.
 //

@@ -50,7 +50,11 @@ type Evidence struct {
 	Finished time.Time `json:"finished"`
 	Resumed  int       `json:"resumed,omitempty"` // times the acquisition was resumed
 	Stats    Stats     `json:"stats"`
-	Tool     Tool      `json:"tool"`
+	// Incremental, for an incremental acquisition, names the base
+	// acquisition whose image supplied the unchanged blocks and counts the
+	// blocks read from EBS and reused.
+	Incremental *Incremental `json:"incremental,omitempty"`
+	Tool        Tool         `json:"tool"`
 }
 
 // Stats counts what the reads cost.

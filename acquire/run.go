@@ -214,6 +214,9 @@ func (r *runner) run(ctx context.Context) (ev *Evidence, err error) {
 		return nil, fmt.Errorf("acquire: store block map: %w", err)
 	}
 	ev.Stats = r.stats.snapshot()
+	if ir, ok := r.src.(incrementalReporter); ok {
+		ev.Incremental = ir.incremental()
+	}
 	ev.Finished = r.opts.Now().UTC()
 	if r.opts.StateDir != "" {
 		removeState(r.opts.StateDir, r.stateName())
@@ -348,7 +351,15 @@ func (r *runner) pipeline(ctx context.Context) error {
 				b := Block{Index: it.index, Token: it.token}
 				buf := pool.Get().(*[]byte)
 				p := (*buf)[:r.blockLen(it.index)]
-				if err := r.src.ReadBlock(ctx, b, p); err != nil {
+				var leaf tlog.Hash
+				var known bool
+				var err error
+				if lr, ok := r.src.(leafReader); ok {
+					leaf, known, err = lr.readBlockLeaf(ctx, b, p)
+				} else {
+					err = r.src.ReadBlock(ctx, b, p)
+				}
+				if err != nil {
 					pool.Put(buf)
 					it.err = fmt.Errorf("acquire: read block %d of %s: %w", it.index, r.src.Info().ID(), err)
 					close(it.done)
@@ -356,7 +367,10 @@ func (r *runner) pipeline(ctx context.Context) error {
 				}
 				r.stats.reads.Add(1)
 				it.buf, it.data = buf, p
-				it.leaf = lh.sum(p)
+				if !known {
+					leaf = lh.sum(p)
+				}
+				it.leaf = leaf
 				close(it.done)
 			}
 			return nil

@@ -170,6 +170,22 @@ type Acquisition struct {
 	Started     string         `json:"started"`               // RFC 3339, UTC
 	Finished    string         `json:"finished"`
 	Tool        *Tool          `json:"tool,omitempty"`
+	// Incremental is set when unchanged blocks came from an earlier
+	// acquisition of the same volume instead of from EBS.
+	Incremental *Incremental `json:"incremental,omitempty"`
+}
+
+// Incremental names the base acquisition an incremental one reused, and how
+// many blocks came from where.
+type Incremental struct {
+	BaseSnapshotID string         `json:"base_snapshot_id"`
+	BaseImage      *vault.Receipt `json:"base_image,omitempty"`
+	// BaseMerkleRoot is the base image's recorded root, which the whole base
+	// was verified against before its blocks were reused.
+	BaseMerkleRoot string `json:"base_merkle_root"`
+	ChangedBlocks  int64  `json:"changed_blocks"` // listed by ListChangedBlocks
+	EBSBlocks      int64  `json:"ebs_blocks"`     // read from EBS
+	ReusedBlocks   int64  `json:"reused_blocks"`  // taken from the base image
 }
 
 // EvidenceVerified records a re-read of a stored object compared with its

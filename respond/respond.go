@@ -590,6 +590,11 @@ func EvidenceStored(ev *acquire.Evidence) *custody.EvidenceStored {
 	if ev.Source.Kind != "" {
 		src = ev.Source.Kind + ":" + src
 	}
+	var inc *custody.Incremental
+	if i := ev.Incremental; i != nil {
+		inc = &custody.Incremental{BaseSnapshotID: i.BaseSnapshotID, BaseImage: i.BaseImage, BaseMerkleRoot: i.BaseMerkleRoot,
+			ChangedBlocks: i.ChangedBlocks, EBSBlocks: i.EBSBlocks, ReusedBlocks: i.ReusedBlocks}
+	}
 	return &custody.EvidenceStored{
 		Receipt: *ev.Image, Source: src, Hashes: hashes, MerkleRoot: ev.MerkleRoot, Evidence: custody.EvidenceDiskImage,
 		Acquisition: &custody.Acquisition{
@@ -598,7 +603,8 @@ func EvidenceStored(ev *acquire.Evidence) *custody.EvidenceStored {
 			Size: ev.Size, BlockSize: ev.BlockSize, Blocks: ev.Blocks, WrittenBlocks: ev.WrittenBlocks,
 			Compression: ev.Compression, BlockMap: ev.BlockMap, MerkleLeaf: ev.MerkleLeaf,
 			Started: ev.Started.UTC().Format(time.RFC3339Nano), Finished: ev.Finished.UTC().Format(time.RFC3339Nano),
-			Tool: &custody.Tool{Name: ev.Tool.Name, Version: ev.Tool.Version, BinarySHA256: ev.Tool.BinarySHA256},
+			Tool:        &custody.Tool{Name: ev.Tool.Name, Version: ev.Tool.Version, BinarySHA256: ev.Tool.BinarySHA256},
+			Incremental: inc,
 		},
 	}
 }

@@ -39,7 +39,7 @@ An interrupted acquisition continues with --resume. See docs/acquire.md.`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, args []string) error { return cmd.Help() },
 	}
-	cmd.AddCommand(newAcquireSnapshotCommand(g), newAcquireDeviceCommand(g), newAcquireFileCommand(g))
+	cmd.AddCommand(newAcquireSnapshotCommand(g), newAcquireIncrementalCommand(g), newAcquireDeviceCommand(g), newAcquireFileCommand(g))
 	return cmd
 }
 
@@ -193,13 +193,41 @@ Several snapshots are acquired at once, sharing the account's request budget
 		},
 	}
 	o.AddFlags(cmd.Flags())
-	f := cmd.Flags()
+	return cmd
+}
+
+// AddFlags adds the EBS direct flags to the common ones.
+func (o *acquireSnapshotOptions) AddFlags(f *pflag.FlagSet) {
+	o.acquireOptions.AddFlags(f)
 	d := acquire.NewEBSOptions()
 	f.Float64Var(&o.Rate, "rate", acquire.DefaultSnapshotRate, "GetSnapshotBlock requests per second for this snapshot (ceiling)")
 	f.Float64Var(&o.AccountRate, "account-rate", acquire.DefaultAccountRate, "GetSnapshotBlock requests per second for the whole account")
 	f.DurationVar(&o.Timeout, "request-timeout", d.RequestTimeout, "timeout of one EBS request")
 	f.IntVar(&o.Attempts, "attempts", d.MaxAttempts, "attempts per EBS request before giving up")
-	return cmd
+}
+
+// ebsOptions maps the flags onto the EBS source options for one snapshot.
+func (o *acquireSnapshotOptions) ebsOptions(ctx context.Context, cfg aws.Config, kind, id string) acquire.EBSOptions {
+	info := o.info(kind)
+	info.SnapshotID = id
+	info.Region = cfg.Region
+	describeSnapshot(ctx, cfg, &info)
+	eo := acquire.NewEBSOptions()
+	eo.Info = info
+	eo.Workers = max(0, o.Workers)
+	eo.RequestTimeout = o.Timeout
+	eo.MaxAttempts = o.Attempts
+	if cc, ok := cfg.Credentials.(*aws.CredentialsCache); ok {
+		eo.OnExpiredCredentials = cc.Invalidate
+	}
+	return eo
+}
+
+func (o *acquireSnapshotOptions) governor() *acquire.Governor {
+	gov := acquire.NewGovernorOptions()
+	gov.SnapshotRate = o.Rate
+	gov.AccountRate = o.AccountRate
+	return acquire.NewGovernor(gov)
 }
 
 func runAcquireSnapshot(ctx context.Context, g *globalOptions, o *acquireSnapshotOptions, args []string) error {
@@ -215,25 +243,11 @@ func runAcquireSnapshot(ctx context.Context, g *globalOptions, o *acquireSnapsho
 	if err != nil {
 		return err
 	}
-	gov := acquire.NewGovernorOptions()
-	gov.SnapshotRate = o.Rate
-	gov.AccountRate = o.AccountRate
-	governor := acquire.NewGovernor(gov) // one account: one budget shared by every snapshot
+	governor := o.governor() // one account: one budget shared by every snapshot
 	client := acquire.NewEBSClient(cfg)
 	srcs := make([]acquire.Source, 0, len(args))
 	for _, id := range args {
-		info := o.info(acquire.KindSnapshot)
-		info.SnapshotID = id
-		info.Region = cfg.Region
-		describeSnapshot(ctx, cfg, &info)
-		eo := acquire.NewEBSOptions()
-		eo.Info = info
-		eo.Workers = max(0, o.Workers)
-		eo.RequestTimeout = o.Timeout
-		eo.MaxAttempts = o.Attempts
-		if cc, ok := cfg.Credentials.(*aws.CredentialsCache); ok {
-			eo.OnExpiredCredentials = cc.Invalidate
-		}
+		eo := o.ebsOptions(ctx, cfg, acquire.KindSnapshot, id)
 		src, err := acquire.NewEBSSource(ctx, client, id, governor, eo)
 		if err != nil {
 			return fmt.Errorf("%w (is the snapshot completed, and may this role call ebs:ListSnapshotBlocks on it?)", err)
@@ -241,6 +255,110 @@ func runAcquireSnapshot(ctx context.Context, g *globalOptions, o *acquireSnapsho
 		srcs = append(srcs, src)
 	}
 	return acquireAll(ctx, g, &o.acquireOptions, srcs)
+}
+
+// --- incremental ---
+
+type acquireIncrementalOptions struct {
+	acquireSnapshotOptions
+	Base string
+}
+
+func newAcquireIncrementalCommand(g *globalOptions) *cobra.Command {
+	o := &acquireIncrementalOptions{}
+	cmd := &cobra.Command{
+		Use:   "incremental --base SNAP-A SNAP-B --case ID --vault URI",
+		Short: "Acquire a snapshot as an increment over an earlier acquisition of an older snapshot of the same volume",
+		Long: `Acquires SNAP-B in full (its image and hashes are those of SNAP-B), but reads
+from EBS only the blocks ListChangedBlocks says differ from SNAP-A; every other
+block is read from SNAP-A's image, which must already have been acquired in
+this case (its ledger entry names the image, its block map and its Merkle
+root). The whole base image is read back and must hash to its recorded
+Merkle root, or nothing is stored. The evidence records the base and how
+many blocks came from EBS and from the base.`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return usagef("%s needs exactly one snapshot ID (the newer snapshot)", cmd.CommandPath())
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := requireFlags(cmd, "case", "vault", "base"); err != nil {
+				return err
+			}
+			return runAcquireIncremental(cmd.Context(), g, o, args[0])
+		},
+	}
+	o.AddFlags(cmd.Flags())
+	cmd.Flags().StringVar(&o.Base, "base", "", "the older snapshot of the same volume, already acquired in this case (required)")
+	return cmd
+}
+
+func runAcquireIncremental(ctx context.Context, g *globalOptions, o *acquireIncrementalOptions, id string) error {
+	for _, s := range []string{o.Base, id} {
+		if !strings.HasPrefix(s, "snap-") {
+			return usagef("%q is not a snapshot ID (snap-…)", s)
+		}
+	}
+	if o.Base == id {
+		return usagef("--base %s is the snapshot to acquire; name the older snapshot", o.Base)
+	}
+	if err := vault.CheckCaseID(o.Case); err != nil {
+		return usageError{err}
+	}
+	// The base is what the case's signed ledger recorded of its acquisition.
+	wo := &writeOptions{caseOptions: caseOptions{Case: o.Case, Vault: o.Vault}, SigningKey: o.SigningKey, Operator: o.Operator}
+	env, err := openForWriting(ctx, g, wo)
+	if err != nil {
+		return err
+	}
+	base, err := recordedBase(ctx, env, o.Case, o.Base)
+	if err != nil {
+		return err
+	}
+	cfg, err := g.AWSConfig(ctx)
+	if err != nil {
+		return err
+	}
+	eo := o.ebsOptions(ctx, cfg, acquire.KindIncremental, id)
+	src, err := acquire.NewIncrementalSource(ctx, acquire.NewEBSClient(cfg), env.store, base, id, o.governor(), eo)
+	if err != nil {
+		if errors.Is(err, acquire.ErrUnrelatedBase) || errors.Is(err, acquire.ErrBaseMismatch) {
+			return err
+		}
+		return fmt.Errorf("%w (is the snapshot completed, and may this role call ebs:ListSnapshotBlocks and ebs:ListChangedBlocks on it?)", err)
+	}
+	return acquireAll(ctx, g, &o.acquireOptions, []acquire.Source{src})
+}
+
+// recordedBase finds the latest successful acquisition of snapshot id in the
+// case's ledger.
+func recordedBase(ctx context.Context, env *ledgerEnv, caseID, id string) (acquire.BaseAcquisition, error) {
+	l, err := custody.Open(ctx, env.store, caseID, env.signer, custody.Options{})
+	if err != nil {
+		return acquire.BaseAcquisition{}, explainLedgerError(caseID, err)
+	}
+	entries, err := l.Entries(ctx)
+	if err != nil {
+		return acquire.BaseAcquisition{}, explainLedgerError(caseID, err)
+	}
+	var found *custody.EvidenceStored
+	for _, e := range entries {
+		d, ok := e.Details.(custody.EvidenceStored)
+		if !ok || e.Outcome == custody.Failed || d.Evidence != custody.EvidenceDiskImage ||
+			d.Acquisition == nil || d.Acquisition.SnapshotID != id || d.Acquisition.BlockMap == nil {
+			continue
+		}
+		found = &d
+	}
+	if found == nil {
+		return acquire.BaseAcquisition{}, fmt.Errorf("case %s records no acquisition of %s; acquire it first with `impound acquire snapshot %s --case %s`, or name another --base",
+			caseID, id, id, caseID)
+	}
+	return acquire.BaseAcquisition{
+		SnapshotID: id, Image: found.Receipt, BlockMap: *found.Acquisition.BlockMap,
+		Size: found.Acquisition.Size, MerkleRoot: found.MerkleRoot, Compression: found.Acquisition.Compression,
+	}, nil
 }
 
 // describeSnapshot fills in the volume and owner account when the caller may
