@@ -252,7 +252,7 @@ func (c *Case) caller(id string) string {
 // state is what the ledger says is done.
 type state struct {
 	collected bool
-	volumes   []volume                           // forensics copies, by volume
+	volumes   []custody.SnapshotCopied           // the forensics account's copies, one per volume
 	acquired  map[string]*custody.EvidenceStored // by snapshot ID
 	stored    []*custody.EvidenceStored          // every succeeded evidence-stored entry
 	verified  map[string]bool                    // by key@version
@@ -260,10 +260,6 @@ type state struct {
 	reported bool
 	reports  []vault.Receipt
 	closed   bool
-}
-
-type volume struct {
-	VolumeID, Device, Original, Forensics string
 }
 
 func (c *Case) state(ctx context.Context) (*state, error) {
@@ -294,7 +290,7 @@ func (c *Case) state(ctx context.Context) (*state, error) {
 			}
 		case custody.SnapshotCopied:
 			if d.Purpose == snapshot.PurposeForensics && d.Account == c.acc.ForensicsID {
-				st.volumes = append(st.volumes, volume{VolumeID: d.VolumeID, Original: d.OriginalSnapshotID, Forensics: d.SnapshotID})
+				st.volumes = append(st.volumes, d)
 			}
 		case custody.EvidenceVerified:
 			st.verified[d.Key+"@"+d.VersionID] = true
@@ -310,17 +306,11 @@ func (c *Case) state(ctx context.Context) (*state, error) {
 // ForensicsSnapshots lists the case's snapshots in the forensics account, as
 // the ledger records them: what the acquire stage reads.
 func (c *Case) ForensicsSnapshots(ctx context.Context) ([]custody.SnapshotCopied, error) {
-	entries, err := c.ledger.Entries(ctx)
+	st, err := c.state(ctx)
 	if err != nil {
 		return nil, err
 	}
-	var out []custody.SnapshotCopied
-	for _, e := range entries {
-		if d, ok := e.Details.(custody.SnapshotCopied); ok && e.Outcome != custody.Failed && d.Purpose == snapshot.PurposeForensics {
-			out = append(out, d)
-		}
-	}
-	return out, nil
+	return st.volumes, nil
 }
 
 // Stage is one step of a case.
@@ -512,9 +502,9 @@ func (c *Case) Acquire(ctx context.Context) error {
 	if len(st.volumes) == 0 {
 		return errors.New("no snapshot of this case is in the forensics account yet: run the snapshot stage first")
 	}
-	var todo []volume
+	var todo []custody.SnapshotCopied
 	for _, v := range st.volumes {
-		if st.acquired[v.Forensics] == nil {
+		if st.acquired[v.SnapshotID] == nil {
 			todo = append(todo, v)
 		}
 	}
@@ -532,11 +522,11 @@ func (c *Case) Acquire(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-func (c *Case) acquireOne(ctx context.Context, v volume) error {
+func (c *Case) acquireOne(ctx context.Context, v custody.SnapshotCopied) error {
 	eo := c.o.EBS
-	eo.Info = acquire.SourceInfo{Kind: "ebs-snapshot", SnapshotID: v.Forensics, VolumeID: v.VolumeID, InstanceID: c.o.InstanceID,
+	eo.Info = acquire.SourceInfo{Kind: "ebs-snapshot", SnapshotID: v.SnapshotID, VolumeID: v.VolumeID, InstanceID: c.o.InstanceID,
 		Account: c.acc.ForensicsID, Region: c.o.Region,
-		SnapshotARN: fmt.Sprintf("arn:aws:ec2:%s::snapshot/%s", c.o.Region, v.Forensics)}
+		SnapshotARN: fmt.Sprintf("arn:aws:ec2:%s::snapshot/%s", c.o.Region, v.SnapshotID)}
 	if cc, ok := c.acc.Forensics.Credentials.(*aws.CredentialsCache); ok {
 		eo.OnExpiredCredentials = cc.Invalidate
 	}
@@ -544,10 +534,10 @@ func (c *Case) acquireOne(ctx context.Context, v volume) error {
 	fail := func(err error) error {
 		_, rerr := c.append(ctx, c.acc.ForensicsCaller, resources, &custody.AWSAction{Action: "acquire.snapshot",
 			Account: c.acc.ForensicsID, Region: c.o.Region,
-			Details: map[string]string{"snapshot": v.Forensics, "volume_id": v.VolumeID, "original_snapshot": v.Original}}, err)
-		return errors.Join(fmt.Errorf("acquire snapshot %s (volume %s): %w", v.Forensics, v.VolumeID, err), rerr)
+			Details: map[string]string{"snapshot": v.SnapshotID, "volume_id": v.VolumeID, "original_snapshot": v.OriginalSnapshotID}}, err)
+		return errors.Join(fmt.Errorf("acquire snapshot %s (volume %s): %w", v.SnapshotID, v.VolumeID, err), rerr)
 	}
-	src, err := acquire.NewEBSSource(ctx, acquire.NewEBSClient(c.acc.Forensics), v.Forensics, c.gov, eo)
+	src, err := acquire.NewEBSSource(ctx, acquire.NewEBSClient(c.acc.Forensics), v.SnapshotID, c.gov, eo)
 	if err != nil {
 		return fail(err)
 	}
@@ -555,7 +545,7 @@ func (c *Case) acquireOne(ctx context.Context, v volume) error {
 	ao.Case, ao.Hashes, ao.Compression, ao.Put, ao.Now = c.o.CaseID, c.o.Hashes, c.o.Compression, c.o.Put, c.o.Now
 	ao.Tool = acquire.Tool{Name: c.o.Tool.Name, Version: c.o.Tool.Version, BinarySHA256: c.o.Tool.BinarySHA256}
 	if c.o.Progress != nil {
-		ao.Progress = c.o.Progress(v.Forensics + " (" + v.VolumeID + ")")
+		ao.Progress = c.o.Progress(v.SnapshotID + " (" + v.VolumeID + ")")
 	}
 	if ao.Key, err = acquire.DefaultKey(c.o.CaseID, src.Info(), c.o.Compression); err != nil {
 		return fail(err)

@@ -115,9 +115,9 @@ func TestRespondEndToEnd(t *testing.T) {
 		t.Fatalf("state: %d volumes, %d acquired, closed %v, collected %v", len(st.volumes), len(st.acquired), st.closed, st.collected)
 	}
 	for _, v := range st.volumes {
-		ev := st.acquired[v.Forensics]
+		ev := st.acquired[v.SnapshotID]
 		// The image's hash is the original snapshot's, taken in the member account.
-		img, err := d.env.Sim.SnapshotImage(v.Original)
+		img, err := d.env.Sim.SnapshotImage(v.OriginalSnapshotID)
 		if err != nil {
 			t.Fatal(err)
 		}
