@@ -309,18 +309,23 @@ type asActivities struct {
 	Activities []xmlActivity `xml:"Activities>member"`
 }
 
-// groupInstancesLocked returns the members of g named by InstanceIds.
-func (c *call) groupInstancesLocked(g *asGroup) ([]*asInstance, error) {
+// groupInstancesLocked returns the group AutoScalingGroupName names and
+// its members InstanceIds names.
+func (c *call) groupInstancesLocked() (*asGroup, []*asInstance, error) {
+	g, err := c.groupLocked()
+	if err != nil {
+		return nil, nil, err
+	}
 	ids := formList(c.form, "InstanceIds.member")
 	var out []*asInstance
 	for _, id := range ids {
 		i := slices.IndexFunc(g.instances, func(x *asInstance) bool { return x.id == id })
 		if i < 0 {
-			return nil, asValidation("The instance %s is not part of Auto Scaling group %s.", id, g.name)
+			return nil, nil, asValidation("The instance %s is not part of Auto Scaling group %s.", id, g.name)
 		}
 		out = append(out, g.instances[i])
 	}
-	return out, nil
+	return g, out, nil
 }
 
 func shouldDecrement(c *call) (bool, error) {
@@ -332,6 +337,34 @@ func shouldDecrement(c *call) (bool, error) {
 }
 
 func asEnterStandby(c *call) (any, error) {
+	return takeOutOfService(c, outOfService{
+		what: "place into standby", desc: "Moving EC2 instance to Standby: ",
+		cause: "an instance was moved to standby in response to a user request",
+		check: func(i *asInstance) error {
+			if i.state != "InService" {
+				return asValidation("The instance %s is not in InService.", i.id)
+			}
+			return nil
+		},
+		take: func(_ *asGroup, i *asInstance) { i.state = "Standby" },
+	})
+}
+
+// outOfService is how EnterStandby or DetachInstances takes an instance out
+// of its group's service.
+type outOfService struct {
+	what  string                      // the operation, in the min-size error
+	desc  string                      // the activity's description, before the instance ID
+	cause string                      // the activity's cause, before the capacity change
+	check func(*asInstance) error     // whether the instance may be taken; nil: any may
+	take  func(*asGroup, *asInstance) // takes it out of the group's service
+}
+
+// takeOutOfService takes the instances InstanceIds names out of their
+// group's service, as op says: each leaves the group's load balancers, then
+// the desired capacity shrinks by one (ShouldDecrementDesiredCapacity) or a
+// replacement is launched.
+func takeOutOfService(c *call, op outOfService) (any, error) {
 	s := c.sim
 	dec, err := shouldDecrement(c)
 	if err != nil {
@@ -339,28 +372,26 @@ func asEnterStandby(c *call) (any, error) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	g, err := c.groupLocked()
+	g, is, err := c.groupInstancesLocked()
 	if err != nil {
 		return nil, err
 	}
-	is, err := c.groupInstancesLocked(g)
-	if err != nil {
-		return nil, err
-	}
-	for _, i := range is {
-		if i.state != "InService" {
-			return nil, asValidation("The instance %s is not in InService.", i.id)
+	if op.check != nil {
+		for _, i := range is {
+			if err := op.check(i); err != nil {
+				return nil, err
+			}
 		}
 	}
 	if dec && g.desired-len(is) < g.min {
-		return nil, asValidation("AutoScalingGroup %s has min-size=%d, max-size=%d, and desired-size=%d. To place into standby %d instances, please update the AutoScalingGroup sizes appropriately.",
-			g.name, g.min, g.max, g.desired, len(is))
+		return nil, asValidation("AutoScalingGroup %s has min-size=%d, max-size=%d, and desired-size=%d. To %s %d instances, please update the AutoScalingGroup sizes appropriately.",
+			g.name, g.min, g.max, g.desired, op.what, len(is))
 	}
 	out := &asActivities{}
 	for _, i := range is {
-		i.state = "Standby"
+		op.take(g, i)
 		s.deregisterFromGroupLBsLocked(g, i.id)
-		cause := "an instance was moved to standby in response to a user request"
+		cause := op.cause
 		if dec {
 			g.desired--
 			cause += ", shrinking the capacity from " + strconv.Itoa(g.desired+1) + " to " + strconv.Itoa(g.desired) + "."
@@ -370,7 +401,7 @@ func asEnterStandby(c *call) (any, error) {
 				return nil, err
 			}
 		}
-		out.Activities = append(out.Activities, s.activityLocked(g, "Moving EC2 instance to Standby: "+i.id, cause))
+		out.Activities = append(out.Activities, s.activityLocked(g, op.desc+i.id, cause))
 	}
 	return out, nil
 }
@@ -379,11 +410,7 @@ func asExitStandby(c *call) (any, error) {
 	s := c.sim
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	g, err := c.groupLocked()
-	if err != nil {
-		return nil, err
-	}
-	is, err := c.groupInstancesLocked(g)
+	g, is, err := c.groupInstancesLocked()
 	if err != nil {
 		return nil, err
 	}
@@ -408,42 +435,13 @@ func asExitStandby(c *call) (any, error) {
 }
 
 func asDetachInstances(c *call) (any, error) {
-	s := c.sim
-	dec, err := shouldDecrement(c)
-	if err != nil {
-		return nil, err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	g, err := c.groupLocked()
-	if err != nil {
-		return nil, err
-	}
-	is, err := c.groupInstancesLocked(g)
-	if err != nil {
-		return nil, err
-	}
-	if dec && g.desired-len(is) < g.min {
-		return nil, asValidation("AutoScalingGroup %s has min-size=%d, max-size=%d, and desired-size=%d. To detach %d instances, please update the AutoScalingGroup sizes appropriately.",
-			g.name, g.min, g.max, g.desired, len(is))
-	}
-	out := &asActivities{}
-	for _, i := range is {
-		g.instances = slices.DeleteFunc(g.instances, func(x *asInstance) bool { return x == i })
-		s.deregisterFromGroupLBsLocked(g, i.id)
-		cause := "an instance was detached in response to a user request"
-		if dec {
-			g.desired--
-			cause += ", shrinking the capacity from " + strconv.Itoa(g.desired+1) + " to " + strconv.Itoa(g.desired) + "."
-		} else {
-			cause += "."
-			if err := s.launchReplacementLocked(g); err != nil {
-				return nil, err
-			}
-		}
-		out.Activities = append(out.Activities, s.activityLocked(g, "Detaching EC2 instance: "+i.id, cause))
-	}
-	return out, nil
+	return takeOutOfService(c, outOfService{
+		what: "detach", desc: "Detaching EC2 instance: ",
+		cause: "an instance was detached in response to a user request",
+		take: func(g *asGroup, i *asInstance) {
+			g.instances = slices.DeleteFunc(g.instances, func(x *asInstance) bool { return x == i })
+		},
+	})
 }
 
 func asAttachInstances(c *call) (any, error) {

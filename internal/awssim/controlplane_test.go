@@ -41,6 +41,11 @@ func newDemoEnv(t *testing.T) *demoEnv {
 	return &demoEnv{env: e, demo: d}
 }
 
+// ec2Filter is the EC2 filter name = any of values.
+func ec2Filter(name string, values ...string) ec2types.Filter {
+	return ec2types.Filter{Name: aws.String(name), Values: values}
+}
+
 func must[T any](t *testing.T) func(T, error) T {
 	return func(v T, err error) T {
 		t.Helper()
@@ -95,7 +100,7 @@ func TestDemoInstanceNetworkAndProfile(t *testing.T) {
 
 	// DescribeNetworkInterfaces by attachment, by group, by VPC.
 	nis := must[*ec2.DescribeNetworkInterfacesOutput](t)(c.DescribeNetworkInterfaces(ctx, &ec2.DescribeNetworkInterfacesInput{
-		Filters: []ec2types.Filter{{Name: aws.String("attachment.instance-id"), Values: []string{d.InstanceID}}}}))
+		Filters: []ec2types.Filter{ec2Filter("attachment.instance-id", d.InstanceID)}}))
 	if len(nis.NetworkInterfaces) != 2 {
 		t.Fatalf("%d interfaces by attachment.instance-id", len(nis.NetworkInterfaces))
 	}
@@ -116,7 +121,7 @@ func TestDemoInstanceNetworkAndProfile(t *testing.T) {
 		t.Errorf("status %s, attachment %+v", primary.Status, primary.Attachment)
 	}
 	byGroup := must[*ec2.DescribeNetworkInterfacesOutput](t)(c.DescribeNetworkInterfaces(ctx, &ec2.DescribeNetworkInterfacesInput{
-		Filters: []ec2types.Filter{{Name: aws.String("group-id"), Values: []string{d.WebGroupID}}}}))
+		Filters: []ec2types.Filter{ec2Filter("group-id", d.WebGroupID)}}))
 	var ids []string
 	for _, ni := range byGroup.NetworkInterfaces {
 		ids = append(ids, aws.ToString(ni.NetworkInterfaceId))
@@ -166,8 +171,7 @@ func TestDemoInstanceNetworkAndProfile(t *testing.T) {
 			}
 		}
 	}
-	byName := must[*ec2.DescribeSecurityGroupsOutput](t)(c.DescribeSecurityGroups(ctx, &ec2.DescribeSecurityGroupsInput{Filters: []ec2types.Filter{
-		{Name: aws.String("vpc-id"), Values: []string{d.VPCID}}, {Name: aws.String("group-name"), Values: []string{"app"}}}}))
+	byName := must[*ec2.DescribeSecurityGroupsOutput](t)(c.DescribeSecurityGroups(ctx, &ec2.DescribeSecurityGroupsInput{Filters: []ec2types.Filter{ec2Filter("vpc-id", d.VPCID), ec2Filter("group-name", "app")}}))
 	if len(byName.SecurityGroups) != 1 || aws.ToString(byName.SecurityGroups[0].GroupId) != d.AppGroupID {
 		t.Errorf("filter vpc-id+group-name: %+v", byName.SecurityGroups)
 	}
@@ -216,8 +220,7 @@ func TestDemoInstanceNetworkAndProfile(t *testing.T) {
 	}
 
 	// VPC endpoints.
-	eps := must[*ec2.DescribeVpcEndpointsOutput](t)(c.DescribeVpcEndpoints(ctx, &ec2.DescribeVpcEndpointsInput{Filters: []ec2types.Filter{
-		{Name: aws.String("vpc-id"), Values: []string{d.VPCID}}}}))
+	eps := must[*ec2.DescribeVpcEndpointsOutput](t)(c.DescribeVpcEndpoints(ctx, &ec2.DescribeVpcEndpointsInput{Filters: []ec2types.Filter{ec2Filter("vpc-id", d.VPCID)}}))
 	var svcs []string
 	for _, ep := range eps.VpcEndpoints {
 		svcs = append(svcs, aws.ToString(ep.ServiceName)+"/"+string(ep.VpcEndpointType))

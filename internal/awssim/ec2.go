@@ -471,20 +471,9 @@ func ec2DescribeInstances(c *call) (any, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	acct := c.who.accountID()
-	var insts []*instance
-	for _, id := range ids {
-		inst := s.instances[id]
-		if inst == nil || inst.owner != acct {
-			return nil, instanceNotFound(id)
-		}
-		insts = append(insts, inst)
-	}
-	if len(ids) == 0 {
-		for _, id := range sortedKeys(s.instances) {
-			if inst := s.instances[id]; inst.owner == acct {
-				insts = append(insts, inst)
-			}
-		}
+	insts, err := owned(s.instances, ids, acct, instanceNotFound)
+	if err != nil {
+		return nil, err
 	}
 	type resp struct {
 		ec2Meta
@@ -497,10 +486,7 @@ func ec2DescribeInstances(c *call) (any, error) {
 		if inst.state == "pending" {
 			inst.state = "running"
 		}
-		ok := matchFilters(filters, func(name string) []string {
-			if v, ok := tagFilterValues(name, s.tags[inst.id]); ok {
-				return v
-			}
+		ok := matchTagged(filters, s.tags[inst.id], func(name string) []string {
 			switch name {
 			case "instance-id":
 				return []string{inst.id}
@@ -579,20 +565,9 @@ func ec2DescribeVolumes(c *call) (any, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	acct := c.who.accountID()
-	var vols []*volume
-	for _, id := range ids {
-		v := s.volumes[id]
-		if v == nil || v.owner != acct {
-			return nil, volumeNotFound(id)
-		}
-		vols = append(vols, v)
-	}
-	if len(ids) == 0 {
-		for _, id := range sortedKeys(s.volumes) {
-			if v := s.volumes[id]; v.owner == acct {
-				vols = append(vols, v)
-			}
-		}
+	vols, err := owned(s.volumes, ids, acct, volumeNotFound)
+	if err != nil {
+		return nil, err
 	}
 	type resp struct {
 		ec2Meta
@@ -605,10 +580,7 @@ func ec2DescribeVolumes(c *call) (any, error) {
 		if v.attachment != nil {
 			status = "in-use"
 		}
-		ok := matchFilters(filters, func(name string) []string {
-			if vs, ok := tagFilterValues(name, s.tags[v.id]); ok {
-				return vs
-			}
+		ok := matchTagged(filters, s.tags[v.id], func(name string) []string {
 			switch name {
 			case "volume-id":
 				return []string{v.id}
@@ -808,20 +780,9 @@ func ec2DescribeSnapshots(c *call) (any, error) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var snaps []*snapshot
-	for _, id := range ids {
-		sn := s.snapshots[id]
-		if sn == nil || !sn.visibleTo(acct) {
-			return nil, snapshotNotFound(id)
-		}
-		snaps = append(snaps, sn)
-	}
-	if len(ids) == 0 {
-		for _, id := range sortedKeys(s.snapshots) {
-			if sn := s.snapshots[id]; sn.visibleTo(acct) {
-				snaps = append(snaps, sn)
-			}
-		}
+	snaps, err := visible(s.snapshots, ids, func(sn *snapshot) bool { return sn.visibleTo(acct) }, snapshotNotFound)
+	if err != nil {
+		return nil, err
 	}
 	var match []*snapshot
 	for _, sn := range snaps {
@@ -842,10 +803,7 @@ func ec2DescribeSnapshots(c *call) (any, error) {
 				state = "completed"
 			}
 		}
-		ok := matchFilters(filters, func(name string) []string {
-			if vs, ok := tagFilterValues(name, s.tags[sn.id]); ok {
-				return vs
-			}
+		ok := matchTagged(filters, s.tags[sn.id], func(name string) []string {
 			switch name {
 			case "snapshot-id":
 				return []string{sn.id}

@@ -534,57 +534,27 @@ func ec2DescribeIamInstanceProfileAssociations(c *call) (any, error) {
 
 // ---- tags on every resource type ----
 
-// resourceKinds maps an ID prefix to its DescribeTags resource type and a
-// lookup of its owner.
+// resourceOwnerLocked maps an ID, by its prefix, to its DescribeTags
+// resource type, its owner and whether it exists.
 func (s *Sim) resourceOwnerLocked(id string) (typ, owner string, exists bool) {
 	prefix, _, _ := strings.Cut(id, "-")
 	switch prefix {
 	case "snap":
-		if r := s.snapshots[id]; r != nil {
-			return "snapshot", r.owner, true
-		}
-		return "snapshot", "", false
+		return ownerIn("snapshot", s.snapshots, id)
 	case "vol":
-		if r := s.volumes[id]; r != nil {
-			return "volume", r.owner, true
-		}
-		return "volume", "", false
+		return ownerIn("volume", s.volumes, id)
 	case "i":
-		if r := s.instances[id]; r != nil {
-			return "instance", r.owner, true
-		}
-		return "instance", "", false
+		return ownerIn("instance", s.instances, id)
 	case "vpc":
-		if strings.HasPrefix(id, "vpce-") {
-			if r := s.endpoints[id]; r != nil {
-				return "vpc-endpoint", r.owner, true
-			}
-			return "vpc-endpoint", "", false
-		}
-		if r := s.vpcs[id]; r != nil {
-			return "vpc", r.owner, true
-		}
-		return "vpc", "", false
+		return ownerIn("vpc", s.vpcs, id)
 	case "vpce":
-		if r := s.endpoints[id]; r != nil {
-			return "vpc-endpoint", r.owner, true
-		}
-		return "vpc-endpoint", "", false
+		return ownerIn("vpc-endpoint", s.endpoints, id)
 	case "subnet":
-		if r := s.subnets[id]; r != nil {
-			return "subnet", r.owner, true
-		}
-		return "subnet", "", false
+		return ownerIn("subnet", s.subnets, id)
 	case "eni":
-		if r := s.enis[id]; r != nil {
-			return "network-interface", r.owner, true
-		}
-		return "network-interface", "", false
+		return ownerIn("network-interface", s.enis, id)
 	case "sg":
-		if r := s.sgs[id]; r != nil {
-			return "security-group", r.owner, true
-		}
-		return "security-group", "", false
+		return ownerIn("security-group", s.sgs, id)
 	case "sgr":
 		for _, g := range s.sgs {
 			for _, r := range g.rules {
@@ -595,17 +565,20 @@ func (s *Sim) resourceOwnerLocked(id string) (typ, owner string, exists bool) {
 		}
 		return "security-group-rule", "", false
 	case "acl":
-		if r := s.nacls[id]; r != nil {
-			return "network-acl", r.owner, true
-		}
-		return "network-acl", "", false
+		return ownerIn("network-acl", s.nacls, id)
 	case "eipalloc":
-		if r := s.addresses[id]; r != nil {
-			return "elastic-ip", r.owner, true
-		}
-		return "elastic-ip", "", false
+		return ownerIn("elastic-ip", s.addresses, id)
 	}
 	return "", "", false
+}
+
+// ownerIn looks id up in m, the resources of type typ: typ, the owner of
+// the resource and whether it exists.
+func ownerIn[T any, P ownedResource[T]](typ string, m map[string]*T, id string) (string, string, bool) {
+	if r := m[id]; r != nil {
+		return typ, P(r).ownerID(), true
+	}
+	return typ, "", false
 }
 
 func (s *Sim) resourceTypeLocked(id, account string) (string, bool) {
@@ -632,11 +605,11 @@ func resourceNotFound(typ, id string) *apiError {
 	case "network-acl":
 		return naclNotFound(id)
 	case "elastic-ip":
-		return errf(http.StatusBadRequest, "InvalidAllocationID.NotFound", "The allocation ID '%s' does not exist", id)
+		return addressNotFound(id)
 	case "vpc-endpoint":
-		return errf(http.StatusBadRequest, "InvalidVpcEndpointId.NotFound", "The Vpc Endpoint Id '%s' does not exist", id)
+		return endpointNotFound(id)
 	case "security-group-rule":
-		return errf(http.StatusBadRequest, "InvalidSecurityGroupRuleId.NotFound", "The security group rule ID '%s' does not exist", id)
+		return sgRuleNotFound(id)
 	}
 	return errf(http.StatusBadRequest, "InvalidID", "The ID '%s' is not valid", id)
 }

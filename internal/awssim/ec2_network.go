@@ -44,6 +44,18 @@ func naclNotFound(id string) *apiError {
 	return errf(http.StatusBadRequest, "InvalidNetworkAclID.NotFound", "The network ACL '%s' does not exist", id)
 }
 
+func sgRuleNotFound(id string) *apiError {
+	return errf(http.StatusBadRequest, "InvalidSecurityGroupRuleId.NotFound", "The security group rule ID '%s' does not exist", id)
+}
+
+func addressNotFound(id string) *apiError {
+	return errf(http.StatusBadRequest, "InvalidAllocationID.NotFound", "The allocation ID '%s' does not exist", id)
+}
+
+func endpointNotFound(id string) *apiError {
+	return errf(http.StatusBadRequest, "InvalidVpcEndpointId.NotFound", "The Vpc Endpoint Id '%s' does not exist", id)
+}
+
 func ec2Return() any {
 	return &struct {
 		ec2Meta
@@ -53,18 +65,42 @@ func ec2Return() any {
 
 // owned selects the caller's resources by explicit IDs or, without IDs, all
 // of them in ID order.
-func owned[T any](m map[string]*T, ids []string, acct string, owner func(*T) string, notFound func(string) *apiError) ([]*T, error) {
+func owned[T any, P ownedResource[T]](m map[string]*T, ids []string, acct string, notFound func(string) *apiError) ([]*T, error) {
+	return visible(m, ids, func(r *T) bool { return P(r).ownerID() == acct }, notFound)
+}
+
+// ownedResource is a resource that one account owns.
+type ownedResource[T any] interface {
+	*T
+	ownerID() string
+}
+
+func (r *volume) ownerID() string      { return r.owner }
+func (r *instance) ownerID() string    { return r.owner }
+func (r *snapshot) ownerID() string    { return r.owner }
+func (r *vpc) ownerID() string         { return r.owner }
+func (r *subnet) ownerID() string      { return r.owner }
+func (r *eni) ownerID() string         { return r.owner }
+func (r *secGroup) ownerID() string    { return r.owner }
+func (r *nacl) ownerID() string        { return r.owner }
+func (r *address) ownerID() string     { return r.owner }
+func (r *vpcEndpoint) ownerID() string { return r.owner }
+
+// visible selects the resources the caller may see by explicit IDs, failing
+// with notFound on the first it may not, or, without IDs, all of them in ID
+// order.
+func visible[T any](m map[string]*T, ids []string, sees func(*T) bool, notFound func(string) *apiError) ([]*T, error) {
 	var out []*T
 	for _, id := range ids {
 		r := m[id]
-		if r == nil || owner(r) != acct {
+		if r == nil || !sees(r) {
 			return nil, notFound(id)
 		}
 		out = append(out, r)
 	}
 	if len(ids) == 0 {
 		for _, id := range sortedKeys(m) {
-			if owner(m[id]) == acct {
+			if sees(m[id]) {
 				out = append(out, m[id])
 			}
 		}
@@ -75,37 +111,37 @@ func owned[T any](m map[string]*T, ids []string, acct string, owner func(*T) str
 // ---- VPCs and subnets ----
 
 type xmlVPC struct {
-	VpcID           string   `xml:"vpcId"`
-	OwnerID         string   `xml:"ownerId"`
-	State           string   `xml:"state"`
-	CidrBlock       string   `xml:"cidrBlock"`
-	DhcpOptionsID   string   `xml:"dhcpOptionsId"`
-	InstanceTenancy string   `xml:"instanceTenancy"`
-	IsDefault       bool     `xml:"isDefault"`
-	TagSet          []xmlTag `xml:"tagSet>item"`
-	IPv6            []struct {
-		AssociationID string `xml:"associationId"`
-		CidrBlock     string `xml:"ipv6CidrBlock"`
-		State         struct {
-			State string `xml:"state"`
-		} `xml:"ipv6CidrBlockState"`
-	} `xml:"ipv6CidrBlockAssociationSet>item"`
+	VpcID           string             `xml:"vpcId"`
+	OwnerID         string             `xml:"ownerId"`
+	State           string             `xml:"state"`
+	CidrBlock       string             `xml:"cidrBlock"`
+	DhcpOptionsID   string             `xml:"dhcpOptionsId"`
+	InstanceTenancy string             `xml:"instanceTenancy"`
+	IsDefault       bool               `xml:"isDefault"`
+	TagSet          []xmlTag           `xml:"tagSet>item"`
+	IPv6            []xmlIPv6CIDRAssoc `xml:"ipv6CidrBlockAssociationSet>item"`
+}
+
+// xmlIPv6CIDRAssoc is an associated IPv6 CIDR block of a VPC or a subnet.
+type xmlIPv6CIDRAssoc struct {
+	AssociationID string `xml:"associationId"`
+	CidrBlock     string `xml:"ipv6CidrBlock"`
+	State         struct {
+		State string `xml:"state"`
+	} `xml:"ipv6CidrBlockState"`
+}
+
+func ipv6CIDRAssoc(id, cidr string) xmlIPv6CIDRAssoc {
+	a := xmlIPv6CIDRAssoc{AssociationID: id, CidrBlock: cidr}
+	a.State.State = "associated"
+	return a
 }
 
 func (s *Sim) xmlVPCLocked(v *vpc) xmlVPC {
 	x := xmlVPC{VpcID: v.id, OwnerID: v.owner, State: "available", CidrBlock: v.cidr, DhcpOptionsID: "dopt-" + v.id[4:12],
 		InstanceTenancy: "default", IsDefault: v.isDefault, TagSet: xmlTags(s.tags[v.id])}
 	if v.ipv6CIDR != "" {
-		x.IPv6 = make([]struct {
-			AssociationID string `xml:"associationId"`
-			CidrBlock     string `xml:"ipv6CidrBlock"`
-			State         struct {
-				State string `xml:"state"`
-			} `xml:"ipv6CidrBlockState"`
-		}, 1)
-		x.IPv6[0].AssociationID = "vpc-cidr-assoc-" + v.id[4:]
-		x.IPv6[0].CidrBlock = v.ipv6CIDR
-		x.IPv6[0].State.State = "associated"
+		x.IPv6 = []xmlIPv6CIDRAssoc{ipv6CIDRAssoc("vpc-cidr-assoc-"+v.id[4:], v.ipv6CIDR)}
 	}
 	return x
 }
@@ -134,7 +170,7 @@ func ec2DescribeVpcs(c *call) (any, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.defaultVPCLocked(c.who.account)
-	vs, err := owned(s.vpcs, formList(c.form, "VpcId"), c.who.accountID(), func(v *vpc) string { return v.owner }, vpcNotFound)
+	vs, err := owned(s.vpcs, formList(c.form, "VpcId"), c.who.accountID(), vpcNotFound)
 	if err != nil {
 		return nil, err
 	}
@@ -143,10 +179,7 @@ func ec2DescribeVpcs(c *call) (any, error) {
 		Vpcs []xmlVPC `xml:"vpcSet>item"`
 	}{}
 	for _, v := range vs {
-		if matchFilters(filters, func(name string) []string {
-			if t, ok := tagFilterValues(name, s.tags[v.id]); ok {
-				return t
-			}
+		if matchTagged(filters, s.tags[v.id], func(name string) []string {
 			switch name {
 			case "vpc-id":
 				return []string{v.id}
@@ -168,24 +201,18 @@ func ec2DescribeVpcs(c *call) (any, error) {
 }
 
 type xmlSubnet struct {
-	SubnetID                string   `xml:"subnetId"`
-	SubnetArn               string   `xml:"subnetArn"`
-	State                   string   `xml:"state"`
-	VpcID                   string   `xml:"vpcId"`
-	OwnerID                 string   `xml:"ownerId"`
-	CidrBlock               string   `xml:"cidrBlock"`
-	AvailableIPAddressCount int      `xml:"availableIpAddressCount"`
-	AvailabilityZone        string   `xml:"availabilityZone"`
-	DefaultForAz            bool     `xml:"defaultForAz"`
-	MapPublicIPOnLaunch     bool     `xml:"mapPublicIpOnLaunch"`
-	TagSet                  []xmlTag `xml:"tagSet>item"`
-	IPv6                    []struct {
-		AssociationID string `xml:"associationId"`
-		CidrBlock     string `xml:"ipv6CidrBlock"`
-		State         struct {
-			State string `xml:"state"`
-		} `xml:"ipv6CidrBlockState"`
-	} `xml:"ipv6CidrBlockAssociationSet>item"`
+	SubnetID                string             `xml:"subnetId"`
+	SubnetArn               string             `xml:"subnetArn"`
+	State                   string             `xml:"state"`
+	VpcID                   string             `xml:"vpcId"`
+	OwnerID                 string             `xml:"ownerId"`
+	CidrBlock               string             `xml:"cidrBlock"`
+	AvailableIPAddressCount int                `xml:"availableIpAddressCount"`
+	AvailabilityZone        string             `xml:"availabilityZone"`
+	DefaultForAz            bool               `xml:"defaultForAz"`
+	MapPublicIPOnLaunch     bool               `xml:"mapPublicIpOnLaunch"`
+	TagSet                  []xmlTag           `xml:"tagSet>item"`
+	IPv6                    []xmlIPv6CIDRAssoc `xml:"ipv6CidrBlockAssociationSet>item"`
 }
 
 func (s *Sim) xmlSubnetLocked(sn *subnet) xmlSubnet {
@@ -197,16 +224,7 @@ func (s *Sim) xmlSubnetLocked(sn *subnet) xmlSubnet {
 		VpcID: sn.vpcID, OwnerID: sn.owner, CidrBlock: sn.cidr, AvailableIPAddressCount: 1<<(32-bits) - 5 - sn.hosts,
 		AvailabilityZone: s.az, DefaultForAz: sn.defaultForAZ, MapPublicIPOnLaunch: sn.defaultForAZ, TagSet: xmlTags(s.tags[sn.id])}
 	if sn.ipv6CIDR != "" {
-		x.IPv6 = make([]struct {
-			AssociationID string `xml:"associationId"`
-			CidrBlock     string `xml:"ipv6CidrBlock"`
-			State         struct {
-				State string `xml:"state"`
-			} `xml:"ipv6CidrBlockState"`
-		}, 1)
-		x.IPv6[0].AssociationID = "subnet-cidr-assoc-" + sn.id[7:]
-		x.IPv6[0].CidrBlock = sn.ipv6CIDR
-		x.IPv6[0].State.State = "associated"
+		x.IPv6 = []xmlIPv6CIDRAssoc{ipv6CIDRAssoc("subnet-cidr-assoc-"+sn.id[7:], sn.ipv6CIDR)}
 	}
 	return x
 }
@@ -239,7 +257,7 @@ func ec2DescribeSubnets(c *call) (any, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.defaultVPCLocked(c.who.account)
-	sns, err := owned(s.subnets, formList(c.form, "SubnetId"), c.who.accountID(), func(v *subnet) string { return v.owner }, subnetNotFound)
+	sns, err := owned(s.subnets, formList(c.form, "SubnetId"), c.who.accountID(), subnetNotFound)
 	if err != nil {
 		return nil, err
 	}
@@ -248,10 +266,7 @@ func ec2DescribeSubnets(c *call) (any, error) {
 		Subnets []xmlSubnet `xml:"subnetSet>item"`
 	}{}
 	for _, sn := range sns {
-		if matchFilters(filters, func(name string) []string {
-			if t, ok := tagFilterValues(name, s.tags[sn.id]); ok {
-				return t
-			}
+		if matchTagged(filters, s.tags[sn.id], func(name string) []string {
 			switch name {
 			case "subnet-id":
 				return []string{sn.id}
@@ -350,16 +365,13 @@ func ec2DescribeNetworkInterfaces(c *call) (any, error) {
 	filters := formFilters(c.form)
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	es, err := owned(s.enis, formList(c.form, "NetworkInterfaceId"), c.who.accountID(), func(e *eni) string { return e.owner }, eniNotFound)
+	es, err := owned(s.enis, formList(c.form, "NetworkInterfaceId"), c.who.accountID(), eniNotFound)
 	if err != nil {
 		return nil, err
 	}
 	var match []*eni
 	for _, e := range es {
-		if matchFilters(filters, func(name string) []string {
-			if t, ok := tagFilterValues(name, s.tags[e.id]); ok {
-				return t
-			}
+		if matchTagged(filters, s.tags[e.id], func(name string) []string {
 			switch name {
 			case "network-interface-id":
 				return []string{e.id}
@@ -630,7 +642,7 @@ func ec2DescribeSecurityGroups(c *call) (any, error) {
 	defer s.mu.Unlock()
 	acct := c.who.accountID()
 	s.defaultVPCLocked(c.who.account)
-	sgs, err := owned(s.sgs, formList(c.form, "GroupId"), acct, func(g *secGroup) string { return g.owner }, sgNotFound)
+	sgs, err := owned(s.sgs, formList(c.form, "GroupId"), acct, sgNotFound)
 	if err != nil {
 		return nil, err
 	}
@@ -652,10 +664,7 @@ func ec2DescribeSecurityGroups(c *call) (any, error) {
 		if len(names) > 0 && !slices.Contains(names, g.name) {
 			continue
 		}
-		if matchFilters(filters, func(name string) []string {
-			if t, ok := tagFilterValues(name, s.tags[g.id]); ok {
-				return t
-			}
+		if matchTagged(filters, s.tags[g.id], func(name string) []string {
 			switch name {
 			case "group-id":
 				return []string{g.id}
@@ -897,7 +906,7 @@ func revoke(c *call, egress bool) (any, error) {
 	for _, id := range ruleIDs {
 		i := slices.IndexFunc(g.rules, func(r *sgRule) bool { return r.id == id && r.egress == egress })
 		if i < 0 {
-			return nil, errf(http.StatusBadRequest, "InvalidSecurityGroupRuleId.NotFound", "The security group rule ID '%s' does not exist", id)
+			return nil, sgRuleNotFound(id)
 		}
 	}
 	var gone, unknown []*sgRule
@@ -985,10 +994,7 @@ func ec2DescribeSecurityGroupRules(c *call) (any, error) {
 			if len(ids) > 0 && !slices.Contains(ids, r.id) {
 				continue
 			}
-			if matchFilters(filters, func(name string) []string {
-				if t, ok := tagFilterValues(name, s.tags[r.id]); ok {
-					return t
-				}
+			if matchTagged(filters, s.tags[r.id], func(name string) []string {
 				switch name {
 				case "group-id":
 					return []string{g.id}
@@ -1168,7 +1174,7 @@ func ec2DescribeNetworkAcls(c *call) (any, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.defaultVPCLocked(c.who.account)
-	ns, err := owned(s.nacls, formList(c.form, "NetworkAclId"), c.who.accountID(), func(n *nacl) string { return n.owner }, naclNotFound)
+	ns, err := owned(s.nacls, formList(c.form, "NetworkAclId"), c.who.accountID(), naclNotFound)
 	if err != nil {
 		return nil, err
 	}
@@ -1178,10 +1184,7 @@ func ec2DescribeNetworkAcls(c *call) (any, error) {
 	}{}
 	for _, n := range ns {
 		x := s.xmlNACLLocked(n)
-		if matchFilters(filters, func(name string) []string {
-			if t, ok := tagFilterValues(name, s.tags[n.id]); ok {
-				return t
-			}
+		if matchTagged(filters, s.tags[n.id], func(name string) []string {
 			var vs []string
 			switch name {
 			case "network-acl-id":
@@ -1289,7 +1292,7 @@ func ec2AssociateAddress(c *call) (any, error) {
 	var ad *address
 	if id := c.form.Get("AllocationId"); id != "" {
 		if ad = s.addresses[id]; ad == nil || ad.owner != acct {
-			return nil, errf(http.StatusBadRequest, "InvalidAllocationID.NotFound", "The allocation ID '%s' does not exist", id)
+			return nil, addressNotFound(id)
 		}
 	} else if ip := c.form.Get("PublicIp"); ip != "" {
 		for _, a := range s.addresses {
@@ -1368,10 +1371,7 @@ func ec2DescribeAddresses(c *call) (any, error) {
 	ips := formList(c.form, "PublicIp")
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	ads, err := owned(s.addresses, formList(c.form, "AllocationId"), c.who.accountID(), func(a *address) string { return a.owner },
-		func(id string) *apiError {
-			return errf(http.StatusBadRequest, "InvalidAllocationID.NotFound", "The allocation ID '%s' does not exist", id)
-		})
+	ads, err := owned(s.addresses, formList(c.form, "AllocationId"), c.who.accountID(), addressNotFound)
 	if err != nil {
 		return nil, err
 	}
@@ -1384,10 +1384,7 @@ func ec2DescribeAddresses(c *call) (any, error) {
 			continue
 		}
 		x := s.xmlAddressLocked(ad)
-		if matchFilters(filters, func(name string) []string {
-			if t, ok := tagFilterValues(name, s.tags[ad.allocationID]); ok {
-				return t
-			}
+		if matchTagged(filters, s.tags[ad.allocationID], func(name string) []string {
 			switch name {
 			case "allocation-id":
 				return []string{x.AllocationID}
@@ -1483,19 +1480,13 @@ func ec2DescribeVpcEndpoints(c *call) (any, error) {
 	filters := formFilters(c.form)
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	eps, err := owned(s.endpoints, formList(c.form, "VpcEndpointId"), c.who.accountID(), func(e *vpcEndpoint) string { return e.owner },
-		func(id string) *apiError {
-			return errf(http.StatusBadRequest, "InvalidVpcEndpointId.NotFound", "The Vpc Endpoint Id '%s' does not exist", id)
-		})
+	eps, err := owned(s.endpoints, formList(c.form, "VpcEndpointId"), c.who.accountID(), endpointNotFound)
 	if err != nil {
 		return nil, err
 	}
 	var match []*vpcEndpoint
 	for _, ep := range eps {
-		if matchFilters(filters, func(name string) []string {
-			if t, ok := tagFilterValues(name, s.tags[ep.id]); ok {
-				return t
-			}
+		if matchTagged(filters, s.tags[ep.id], func(name string) []string {
 			switch name {
 			case "vpc-id":
 				return []string{ep.vpcID}

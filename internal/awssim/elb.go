@@ -295,64 +295,64 @@ func elbv2DescribeTargetHealth(c *call) (any, error) {
 	return out, nil
 }
 
-func elbv2RegisterTargets(c *call) (any, error) {
-	s := c.sim
+// changeTargets serves RegisterTargets and DeregisterTargets: change runs
+// under the lock with the target group TargetGroupArn names and the Targets.
+func changeTargets(c *call, change func(t *targetGroup, ts []tgTarget) (any, error)) (any, error) {
 	ts, err := formTargets(c)
 	if err != nil {
 		return nil, err
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	c.sim.mu.Lock()
+	defer c.sim.mu.Unlock()
 	t, err := c.targetGroupLocked()
 	if err != nil {
 		return nil, err
 	}
-	for _, x := range ts {
-		inst := s.instances[x.id]
-		if inst == nil || inst.owner != t.owner {
-			return nil, errf(http.StatusBadRequest, "InvalidTarget", "The following targets are not valid instances: '%s'", x.id)
+	return change(t, ts)
+}
+
+func elbv2RegisterTargets(c *call) (any, error) {
+	return changeTargets(c, func(t *targetGroup, ts []tgTarget) (any, error) {
+		s := c.sim
+		for _, x := range ts {
+			inst := s.instances[x.id]
+			if inst == nil || inst.owner != t.owner {
+				return nil, errf(http.StatusBadRequest, "InvalidTarget", "The following targets are not valid instances: '%s'", x.id)
+			}
+			if inst.state != "running" {
+				return nil, errf(http.StatusBadRequest, "InvalidTarget", "The following targets are not in a running state and cannot be registered: '%s'", x.id)
+			}
+			if enis := s.instanceENIsLocked(x.id); len(enis) == 0 || enis[0].vpcID != t.vpcID {
+				return nil, errf(http.StatusBadRequest, "InvalidTarget", "The following targets are not in the target group VPC '%s': '%s'", t.vpcID, x.id)
+			}
 		}
-		if inst.state != "running" {
-			return nil, errf(http.StatusBadRequest, "InvalidTarget", "The following targets are not in a running state and cannot be registered: '%s'", x.id)
+		for _, x := range ts {
+			if x.port == 0 {
+				x.port = t.port
+			}
+			t.register(x.id, x.port, s.now())
 		}
-		if enis := s.instanceENIsLocked(x.id); len(enis) == 0 || enis[0].vpcID != t.vpcID {
-			return nil, errf(http.StatusBadRequest, "InvalidTarget", "The following targets are not in the target group VPC '%s': '%s'", t.vpcID, x.id)
-		}
-	}
-	for _, x := range ts {
-		if x.port == 0 {
-			x.port = t.port
-		}
-		t.register(x.id, x.port, s.now())
-	}
-	return &struct{}{}, nil
+		return &struct{}{}, nil
+	})
 }
 
 func elbv2DeregisterTargets(c *call) (any, error) {
-	s := c.sim
-	ts, err := formTargets(c)
-	if err != nil {
-		return nil, err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	t, err := c.targetGroupLocked()
-	if err != nil {
-		return nil, err
-	}
-	for _, x := range ts {
-		if inst := s.instances[x.id]; inst == nil || inst.owner != t.owner {
-			return nil, errf(http.StatusBadRequest, "InvalidTarget", "The specified target does not exist, is not in the same VPC as the target group, or has an unsupported instance type")
-		}
-	}
-	for _, x := range ts {
-		for _, have := range t.targets {
-			if have.id == x.id && (x.port == 0 || have.port == x.port) && have.deregistered.IsZero() {
-				have.deregistered = s.now()
+	return changeTargets(c, func(t *targetGroup, ts []tgTarget) (any, error) {
+		s := c.sim
+		for _, x := range ts {
+			if inst := s.instances[x.id]; inst == nil || inst.owner != t.owner {
+				return nil, errf(http.StatusBadRequest, "InvalidTarget", "The specified target does not exist, is not in the same VPC as the target group, or has an unsupported instance type")
 			}
 		}
-	}
-	return &struct{}{}, nil
+		for _, x := range ts {
+			for _, have := range t.targets {
+				if have.id == x.id && (x.port == 0 || have.port == x.port) && have.deregistered.IsZero() {
+					have.deregistered = s.now()
+				}
+			}
+		}
+		return &struct{}{}, nil
+	})
 }
 
 // ---- classic ELB ----
@@ -415,7 +415,6 @@ func elbDescribeLoadBalancers(c *call) (any, error) {
 }
 
 func elbRegisterInstances(c *call) (any, error) {
-	s := c.sim
 	ids := formList(c.form, "Instances.member")
 	var refs []string
 	for _, m := range formStructs(c.form, "Instances.member") {
@@ -424,33 +423,31 @@ func elbRegisterInstances(c *call) (any, error) {
 	if len(refs) > 0 {
 		ids = refs
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	lb, err := c.classicLBLocked()
-	if err != nil {
-		return nil, err
-	}
-	for _, id := range ids {
-		if inst := s.instances[id]; inst == nil || inst.owner != lb.owner || inst.state == "terminated" {
-			return nil, errf(http.StatusBadRequest, "InvalidInstance", "The requested instance %s is not valid", id)
+	return changeClassicLB(c, ids, func(inst *instance) bool { return inst.state != "terminated" }, func(lb *classicLB) {
+		for _, id := range ids {
+			if !slices.Contains(lb.instances, id) {
+				lb.instances = append(lb.instances, id)
+			}
 		}
-	}
-	for _, id := range ids {
-		if !slices.Contains(lb.instances, id) {
-			lb.instances = append(lb.instances, id)
-		}
-	}
-	return &struct {
-		Instances []xmlInstanceRef `xml:"Instances>member"`
-	}{instanceRefs(lb.instances)}, nil
+	})
 }
 
 func elbDeregisterInstances(c *call) (any, error) {
-	s := c.sim
 	var ids []string
 	for _, m := range formStructs(c.form, "Instances.member") {
 		ids = append(ids, m.Get("InstanceId"))
 	}
+	return changeClassicLB(c, ids, nil, func(lb *classicLB) {
+		lb.instances = slices.DeleteFunc(lb.instances, func(id string) bool { return slices.Contains(ids, id) })
+	})
+}
+
+// changeClassicLB serves RegisterInstancesWithLoadBalancer and
+// DeregisterInstancesFromLoadBalancer: under the lock, every instance of ids
+// must be the load balancer's owner's and pass valid (nil: any does), then
+// change updates the load balancer, whose instances are the answer.
+func changeClassicLB(c *call, ids []string, valid func(*instance) bool, change func(*classicLB)) (any, error) {
+	s := c.sim
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	lb, err := c.classicLBLocked()
@@ -458,11 +455,11 @@ func elbDeregisterInstances(c *call) (any, error) {
 		return nil, err
 	}
 	for _, id := range ids {
-		if inst := s.instances[id]; inst == nil || inst.owner != lb.owner {
+		if inst := s.instances[id]; inst == nil || inst.owner != lb.owner || (valid != nil && !valid(inst)) {
 			return nil, errf(http.StatusBadRequest, "InvalidInstance", "The requested instance %s is not valid", id)
 		}
 	}
-	lb.instances = slices.DeleteFunc(lb.instances, func(id string) bool { return slices.Contains(ids, id) })
+	change(lb)
 	return &struct {
 		Instances []xmlInstanceRef `xml:"Instances>member"`
 	}{instanceRefs(lb.instances)}, nil

@@ -56,17 +56,17 @@ func iamService() *service {
 		expired:    apiError{status: http.StatusForbidden, code: "ExpiredToken"},
 		ops: map[string]operation{
 			"CreateRole":                  iamCreateRole,
-			"GetRole":                     iamGetRole,
+			"GetRole":                     onRole(iamGetRole),
 			"CreateInstanceProfile":       iamCreateInstanceProfile,
-			"AddRoleToInstanceProfile":    iamAddRoleToInstanceProfile,
-			"GetInstanceProfile":          iamGetInstanceProfile,
+			"AddRoleToInstanceProfile":    onProfile(iamAddRoleToInstanceProfile),
+			"GetInstanceProfile":          onProfile(iamGetInstanceProfile),
 			"PutRolePolicy":               iamPutRolePolicy,
-			"GetRolePolicy":               iamGetRolePolicy,
-			"ListRolePolicies":            iamListRolePolicies,
-			"DeleteRolePolicy":            iamDeleteRolePolicy,
-			"AttachRolePolicy":            iamAttachRolePolicy,
-			"ListAttachedRolePolicies":    iamListAttachedRolePolicies,
-			"ListInstanceProfilesForRole": iamListInstanceProfilesForRole,
+			"GetRolePolicy":               onRole(iamGetRolePolicy),
+			"ListRolePolicies":            onRole(iamListRolePolicies),
+			"DeleteRolePolicy":            onRole(iamDeleteRolePolicy),
+			"AttachRolePolicy":            onRole(iamAttachRolePolicy),
+			"ListAttachedRolePolicies":    onRole(iamListAttachedRolePolicies),
+			"ListInstanceProfilesForRole": onRole(iamListInstanceProfilesForRole),
 		},
 	}
 }
@@ -282,6 +282,32 @@ func (s *Sim) attachRolePolicyLocked(acct string, r *iamRole, arn string) error 
 
 // ---- operations ----
 
+// onRole is an operation on the role RoleName names: op runs with it,
+// under the lock.
+func onRole(op func(c *call, r *iamRole) (any, error)) operation {
+	return lockedOn((*call).roleLocked, op)
+}
+
+// onProfile is an operation on the instance profile InstanceProfileName
+// names: op runs with it, under the lock.
+func onProfile(op func(c *call, p *iamProfile) (any, error)) operation {
+	return lockedOn((*call).profileLocked, op)
+}
+
+// lockedOn is an operation on the IAM entity lookup finds: op runs with it,
+// under the lock.
+func lockedOn[T any](lookup func(*call) (*T, error), op func(*call, *T) (any, error)) operation {
+	return func(c *call) (any, error) {
+		c.sim.mu.Lock()
+		defer c.sim.mu.Unlock()
+		e, err := lookup(c)
+		if err != nil {
+			return nil, err
+		}
+		return op(c, e)
+	}
+}
+
 func (c *call) roleLocked() (*iamRole, error) {
 	name := c.form.Get("RoleName")
 	if name == "" {
@@ -315,14 +341,7 @@ func iamCreateRole(c *call) (any, error) {
 	}{r.xml()}, nil
 }
 
-func iamGetRole(c *call) (any, error) {
-	s := c.sim
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	r, err := c.roleLocked()
-	if err != nil {
-		return nil, err
-	}
+func iamGetRole(c *call, r *iamRole) (any, error) {
 	return &struct {
 		Role xmlRole `xml:"Role"`
 	}{r.xml()}, nil
@@ -350,35 +369,20 @@ func (c *call) profileLocked() (*iamProfile, error) {
 	return p, nil
 }
 
-func iamAddRoleToInstanceProfile(c *call) (any, error) {
-	s := c.sim
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	p, err := c.profileLocked()
-	if err != nil {
-		return nil, err
-	}
-	if err := s.addRoleToProfileLocked(c.who.accountID(), p, c.form.Get("RoleName")); err != nil {
+func iamAddRoleToInstanceProfile(c *call, p *iamProfile) (any, error) {
+	if err := c.sim.addRoleToProfileLocked(c.who.accountID(), p, c.form.Get("RoleName")); err != nil {
 		return nil, err
 	}
 	return &struct{}{}, nil
 }
 
-func iamGetInstanceProfile(c *call) (any, error) {
-	s := c.sim
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	p, err := c.profileLocked()
-	if err != nil {
-		return nil, err
-	}
+func iamGetInstanceProfile(c *call, p *iamProfile) (any, error) {
 	return &struct {
 		InstanceProfile xmlProfile `xml:"InstanceProfile"`
-	}{s.iamLocked(c.who.accountID()).xmlProfile(p)}, nil
+	}{c.sim.iamLocked(c.who.accountID()).xmlProfile(p)}, nil
 }
 
 func iamPutRolePolicy(c *call) (any, error) {
-	s := c.sim
 	name, doc := c.form.Get("PolicyName"), c.form.Get("PolicyDocument")
 	if !iamNameRe.MatchString(name) {
 		return nil, iamValidation("policyName", name)
@@ -386,24 +390,13 @@ func iamPutRolePolicy(c *call) (any, error) {
 	if !json.Valid([]byte(doc)) {
 		return nil, errf(http.StatusBadRequest, "MalformedPolicyDocument", "This policy contains invalid Json")
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	r, err := c.roleLocked()
-	if err != nil {
-		return nil, err
-	}
-	r.inline[name] = doc
-	return &struct{}{}, nil
+	return onRole(func(_ *call, r *iamRole) (any, error) {
+		r.inline[name] = doc
+		return &struct{}{}, nil
+	})(c)
 }
 
-func iamGetRolePolicy(c *call) (any, error) {
-	s := c.sim
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	r, err := c.roleLocked()
-	if err != nil {
-		return nil, err
-	}
+func iamGetRolePolicy(c *call, r *iamRole) (any, error) {
 	name := c.form.Get("PolicyName")
 	doc, ok := r.inline[name]
 	if !ok {
@@ -439,14 +432,7 @@ func markerPage(form url.Values, n int) (from, to int, marker string, truncated 
 	return from, to, "", false, nil
 }
 
-func iamListRolePolicies(c *call) (any, error) {
-	s := c.sim
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	r, err := c.roleLocked()
-	if err != nil {
-		return nil, err
-	}
+func iamListRolePolicies(c *call, r *iamRole) (any, error) {
 	names := sortedKeys(r.inline)
 	from, to, marker, trunc, err := markerPage(c.form, len(names))
 	if err != nil {
@@ -459,14 +445,7 @@ func iamListRolePolicies(c *call) (any, error) {
 	}{append([]string{}, names[from:to]...), trunc, marker}, nil
 }
 
-func iamDeleteRolePolicy(c *call) (any, error) {
-	s := c.sim
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	r, err := c.roleLocked()
-	if err != nil {
-		return nil, err
-	}
+func iamDeleteRolePolicy(c *call, r *iamRole) (any, error) {
 	name := c.form.Get("PolicyName")
 	if _, ok := r.inline[name]; !ok {
 		return nil, errf(http.StatusNotFound, "NoSuchEntity", "The role policy with name %s cannot be found.", name)
@@ -475,28 +454,14 @@ func iamDeleteRolePolicy(c *call) (any, error) {
 	return &struct{}{}, nil
 }
 
-func iamAttachRolePolicy(c *call) (any, error) {
-	s := c.sim
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	r, err := c.roleLocked()
-	if err != nil {
-		return nil, err
-	}
-	if err := s.attachRolePolicyLocked(c.who.accountID(), r, c.form.Get("PolicyArn")); err != nil {
+func iamAttachRolePolicy(c *call, r *iamRole) (any, error) {
+	if err := c.sim.attachRolePolicyLocked(c.who.accountID(), r, c.form.Get("PolicyArn")); err != nil {
 		return nil, err
 	}
 	return &struct{}{}, nil
 }
 
-func iamListAttachedRolePolicies(c *call) (any, error) {
-	s := c.sim
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	r, err := c.roleLocked()
-	if err != nil {
-		return nil, err
-	}
+func iamListAttachedRolePolicies(c *call, r *iamRole) (any, error) {
 	type attached struct {
 		PolicyName string `xml:"PolicyName"`
 		PolicyArn  string `xml:"PolicyArn"`
@@ -516,15 +481,8 @@ func iamListAttachedRolePolicies(c *call) (any, error) {
 	return out, nil
 }
 
-func iamListInstanceProfilesForRole(c *call) (any, error) {
-	s := c.sim
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	r, err := c.roleLocked()
-	if err != nil {
-		return nil, err
-	}
-	ia := s.iamLocked(c.who.accountID())
+func iamListInstanceProfilesForRole(c *call, r *iamRole) (any, error) {
+	ia := c.sim.iamLocked(c.who.accountID())
 	var ps []xmlProfile
 	for _, n := range sortedKeys(ia.profiles) {
 		if p := ia.profiles[n]; slices.Contains(p.roles, r.name) {

@@ -63,8 +63,7 @@ func TestSecurityGroupLifecycle(t *testing.T) {
 
 	describe := func() ec2types.SecurityGroup {
 		t.Helper()
-		out := must[*ec2.DescribeSecurityGroupsOutput](t)(c.DescribeSecurityGroups(ctx, &ec2.DescribeSecurityGroupsInput{Filters: []ec2types.Filter{
-			{Name: aws.String("tag:impound:managed"), Values: []string{"true"}}, {Name: aws.String("vpc-id"), Values: []string{d.VPCID}}}}))
+		out := must[*ec2.DescribeSecurityGroupsOutput](t)(c.DescribeSecurityGroups(ctx, &ec2.DescribeSecurityGroupsInput{Filters: []ec2types.Filter{ec2Filter("tag:impound:managed", "true"), ec2Filter("vpc-id", d.VPCID)}}))
 		if len(out.SecurityGroups) != 1 {
 			t.Fatalf("%d groups by tag", len(out.SecurityGroups))
 		}
@@ -79,8 +78,7 @@ func TestSecurityGroupLifecycle(t *testing.T) {
 	// an IPv6 range.
 	must[*ec2.RevokeSecurityGroupEgressOutput](t)(c.RevokeSecurityGroupEgress(ctx, &ec2.RevokeSecurityGroupEgressInput{GroupId: &id,
 		IpPermissions: []ec2types.IpPermission{{IpProtocol: aws.String("-1"), IpRanges: []ec2types.IpRange{{CidrIp: aws.String("0.0.0.0/0")}}}}}))
-	pl := must[*ec2.DescribePrefixListsOutput](t)(c.DescribePrefixLists(ctx, &ec2.DescribePrefixListsInput{Filters: []ec2types.Filter{
-		{Name: aws.String("prefix-list-name"), Values: []string{"com.amazonaws.eu-west-1.s3"}}}}))
+	pl := must[*ec2.DescribePrefixListsOutput](t)(c.DescribePrefixLists(ctx, &ec2.DescribePrefixListsInput{Filters: []ec2types.Filter{ec2Filter("prefix-list-name", "com.amazonaws.eu-west-1.s3")}}))
 	if len(pl.PrefixLists) != 1 {
 		t.Fatalf("prefix lists %+v", pl.PrefixLists)
 	}
@@ -105,8 +103,7 @@ func TestSecurityGroupLifecycle(t *testing.T) {
 	if got := ruleKeys(g.IpPermissions); !slices.Equal(got, []string{"tcp/22-22/" + d.AppGroupID}) {
 		t.Errorf("ingress %v", got)
 	}
-	rules := must[*ec2.DescribeSecurityGroupRulesOutput](t)(c.DescribeSecurityGroupRules(ctx, &ec2.DescribeSecurityGroupRulesInput{Filters: []ec2types.Filter{
-		{Name: aws.String("group-id"), Values: []string{id}}}}))
+	rules := must[*ec2.DescribeSecurityGroupRulesOutput](t)(c.DescribeSecurityGroupRules(ctx, &ec2.DescribeSecurityGroupRulesInput{Filters: []ec2types.Filter{ec2Filter("group-id", id)}}))
 	if len(rules.SecurityGroupRules) != 3 {
 		t.Errorf("%d rules", len(rules.SecurityGroupRules))
 	}
@@ -157,8 +154,7 @@ func TestNetworkACLs(t *testing.T) {
 	c := ec2.NewFromConfig(e.cfg(e.member))
 	bySubnet := func() ec2types.NetworkAcl {
 		t.Helper()
-		out := must[*ec2.DescribeNetworkAclsOutput](t)(c.DescribeNetworkAcls(ctx, &ec2.DescribeNetworkAclsInput{Filters: []ec2types.Filter{
-			{Name: aws.String("association.subnet-id"), Values: []string{d.SubnetID}}}}))
+		out := must[*ec2.DescribeNetworkAclsOutput](t)(c.DescribeNetworkAcls(ctx, &ec2.DescribeNetworkAclsInput{Filters: []ec2types.Filter{ec2Filter("association.subnet-id", d.SubnetID)}}))
 		if len(out.NetworkAcls) != 1 {
 			t.Fatalf("%d ACLs for the subnet", len(out.NetworkAcls))
 		}
@@ -208,8 +204,7 @@ func TestElasticIPs(t *testing.T) {
 	d := e.demo
 	ctx := context.Background()
 	c := ec2.NewFromConfig(e.cfg(e.member))
-	byENI := must[*ec2.DescribeAddressesOutput](t)(c.DescribeAddresses(ctx, &ec2.DescribeAddressesInput{Filters: []ec2types.Filter{
-		{Name: aws.String("network-interface-id"), Values: d.NetworkInterfaceIDs}}}))
+	byENI := must[*ec2.DescribeAddressesOutput](t)(c.DescribeAddresses(ctx, &ec2.DescribeAddressesInput{Filters: []ec2types.Filter{ec2Filter("network-interface-id", d.NetworkInterfaceIDs...)}}))
 	if len(byENI.Addresses) != 1 || aws.ToString(byENI.Addresses[0].InstanceId) != d.InstanceID || aws.ToString(byENI.Addresses[0].PublicIp) != d.PublicIP {
 		t.Fatalf("addresses %+v", byENI.Addresses)
 	}
@@ -303,7 +298,7 @@ func TestInstanceProfileAssociations(t *testing.T) {
 	c := ec2.NewFromConfig(e.cfg(e.member))
 	list := func() []ec2types.IamInstanceProfileAssociation {
 		out := must[*ec2.DescribeIamInstanceProfileAssociationsOutput](t)(c.DescribeIamInstanceProfileAssociations(ctx, &ec2.DescribeIamInstanceProfileAssociationsInput{
-			Filters: []ec2types.Filter{{Name: aws.String("instance-id"), Values: []string{d.InstanceID}}}}))
+			Filters: []ec2types.Filter{ec2Filter("instance-id", d.InstanceID)}}))
 		return out.IamInstanceProfileAssociations
 	}
 	as := list()
@@ -456,7 +451,7 @@ func TestTagsOnEveryResourceType(t *testing.T) {
 	c := ec2.NewFromConfig(e.cfg(e.member))
 	ids := []string{d.InstanceID, d.RootVolumeID, d.VPCID, d.SubnetID, d.WebGroupID, d.NetworkInterfaceIDs[1], d.AllocationID, d.VPCEndpointIDs["ssm"]}
 	must[*ec2.CreateTagsOutput](t)(c.CreateTags(ctx, &ec2.CreateTagsInput{Resources: ids, Tags: []ec2types.Tag{{Key: aws.String("impound:case"), Value: aws.String("IR-9")}}}))
-	out := must[*ec2.DescribeTagsOutput](t)(c.DescribeTags(ctx, &ec2.DescribeTagsInput{Filters: []ec2types.Filter{{Name: aws.String("key"), Values: []string{"impound:case"}}}}))
+	out := must[*ec2.DescribeTagsOutput](t)(c.DescribeTags(ctx, &ec2.DescribeTagsInput{Filters: []ec2types.Filter{ec2Filter("key", "impound:case")}}))
 	got := map[string]string{}
 	for _, tg := range out.Tags {
 		got[aws.ToString(tg.ResourceId)] = string(tg.ResourceType)
@@ -471,7 +466,7 @@ func TestTagsOnEveryResourceType(t *testing.T) {
 	// A tag whose value does not match is kept; without a value it goes.
 	must[*ec2.DeleteTagsOutput](t)(c.DeleteTags(ctx, &ec2.DeleteTagsInput{Resources: ids[:2], Tags: []ec2types.Tag{{Key: aws.String("impound:case"), Value: aws.String("other")}}}))
 	must[*ec2.DeleteTagsOutput](t)(c.DeleteTags(ctx, &ec2.DeleteTagsInput{Resources: ids[2:], Tags: []ec2types.Tag{{Key: aws.String("impound:case")}}}))
-	out = must[*ec2.DescribeTagsOutput](t)(c.DescribeTags(ctx, &ec2.DescribeTagsInput{Filters: []ec2types.Filter{{Name: aws.String("key"), Values: []string{"impound:case"}}}}))
+	out = must[*ec2.DescribeTagsOutput](t)(c.DescribeTags(ctx, &ec2.DescribeTagsInput{Filters: []ec2types.Filter{ec2Filter("key", "impound:case")}}))
 	var left []string
 	for _, tg := range out.Tags {
 		left = append(left, aws.ToString(tg.ResourceId))

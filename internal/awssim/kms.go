@@ -329,7 +329,9 @@ func kmsCreateKey(c *call) (any, error) {
 	return map[string]any{"KeyMetadata": k.metadata()}, nil
 }
 
-func kmsDescribeKey(c *call) (any, error) {
+// withKeyRLocked serves a request that names only a key ({"KeyId": …}):
+// answer runs with the key the caller may use, under the read lock.
+func (c *call) withKeyRLocked(answer func(*kmsKey) (any, error)) (any, error) {
 	var in struct {
 		KeyID string `json:"KeyId"`
 	}
@@ -342,22 +344,21 @@ func kmsDescribeKey(c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return map[string]any{"KeyMetadata": k.metadata()}, nil
+	return answer(k)
+}
+
+func kmsDescribeKey(c *call) (any, error) {
+	return c.withKeyRLocked(func(k *kmsKey) (any, error) {
+		return map[string]any{"KeyMetadata": k.metadata()}, nil
+	})
 }
 
 func kmsGetPublicKey(c *call) (any, error) {
-	var in struct {
-		KeyID string `json:"KeyId"`
-	}
-	if err := c.decodeJSON(&in); err != nil {
-		return nil, err
-	}
-	c.sim.mu.RLock()
-	defer c.sim.mu.RUnlock()
-	k, err := c.useKeyLocked(in.KeyID)
-	if err != nil {
-		return nil, err
-	}
+	return c.withKeyRLocked(publicKey)
+}
+
+// publicKey is GetPublicKey's answer for k.
+func publicKey(k *kmsKey) (any, error) {
 	var pub any
 	switch {
 	case k.ecdsa != nil:

@@ -102,6 +102,17 @@ func matchFilters(filters []filter, get func(name string) []string) bool {
 	return true
 }
 
+// matchTagged is matchFilters for a tagged resource: tag:K, tag-key and
+// tag-value filters are answered from tags, every other name by get.
+func matchTagged(filters []filter, tags map[string]string, get func(name string) []string) bool {
+	return matchFilters(filters, func(name string) []string {
+		if vs, ok := tagFilterValues(name, tags); ok {
+			return vs
+		}
+		return get(name)
+	})
+}
+
 // tagFilterValues answers tag:K, tag-key and tag-value filters from tags.
 func tagFilterValues(name string, tags map[string]string) ([]string, bool) {
 	switch {
