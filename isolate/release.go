@@ -404,13 +404,7 @@ func (r *runner) releaseProtect() stepDef {
 }
 
 func (r *runner) releaseTags() stepDef {
-	id := r.state.InstanceID
-	ids := []string{id}
-	d := stepDef{name: StepTags, resources: []string{r.arn("ec2", "instance/"+id)}}
-	for _, v := range r.state.Original.Volumes {
-		ids = append(ids, v.VolumeID)
-		d.resources = append(d.resources, r.arn("ec2", "volume/"+v.VolumeID))
-	}
+	d, ids := r.tagTargets()
 	status := "released"
 	if r.failed > 0 {
 		status = "partially-released"

@@ -783,7 +783,8 @@ func (r *runner) stepRevokeSessions() stepDef {
 	return d
 }
 
-func (r *runner) stepTags() stepDef {
+// tagTargets is the tags step over the instance and its volumes, with their IDs.
+func (r *runner) tagTargets() (stepDef, []string) {
 	id := r.state.InstanceID
 	ids := []string{id}
 	d := stepDef{name: StepTags, resources: []string{r.arn("ec2", "instance/"+id)}}
@@ -791,6 +792,11 @@ func (r *runner) stepTags() stepDef {
 		ids = append(ids, v.VolumeID)
 		d.resources = append(d.resources, r.arn("ec2", "volume/"+v.VolumeID))
 	}
+	return d, ids
+}
+
+func (r *runner) stepTags() stepDef {
+	d, ids := r.tagTargets()
 	status := "isolated"
 	if r.failed > 0 || len(r.blocked) > 0 {
 		status = "partially-isolated"
