@@ -3,6 +3,7 @@ package acquire
 import (
 	"context"
 	"encoding/hex"
+	"github.com/impound-ir/impound/internal/testenv"
 	"os"
 	"os/exec"
 	"strings"
@@ -14,7 +15,7 @@ import (
 // TestLoopDevice acquires a real block device: a loop device over a file.
 // It needs root and losetup; it is skipped without them.
 func TestLoopDevice(t *testing.T) {
-	needTool(t, "losetup")
+	testenv.Tool(t, "losetup")
 	if os.Geteuid() != 0 {
 		t.Skip("attaching a loop device needs root")
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"github.com/impound-ir/impound/internal/testenv"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -17,26 +18,6 @@ import (
 
 	"github.com/impound-ir/impound/vault"
 )
-
-// need skips the test when a tool or server is missing, or fails it when
-// IMPOUND_TEST_REQUIRE_SERVERS=1 (CI): a missing dependency is then a bug.
-func need(t testing.TB, what string, ok bool) {
-	t.Helper()
-	if ok {
-		return
-	}
-	if os.Getenv("IMPOUND_TEST_REQUIRE_SERVERS") == "1" {
-		t.Fatalf("%s is required (IMPOUND_TEST_REQUIRE_SERVERS=1) but missing", what)
-	}
-	t.Skipf("%s missing; run under scripts/testenv to include this test", what)
-}
-
-func needTool(t testing.TB, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	need(t, "tool "+name, err == nil)
-	return p
-}
 
 // randomBytes returns reproducible pseudo-random data.
 func randomBytes(seed uint64, n int) []byte {
@@ -135,7 +116,7 @@ func bytesToHex(b []byte) []byte {
 // sha256sum runs the coreutils tool on path.
 func sha256sum(t testing.TB, path string) string {
 	t.Helper()
-	needTool(t, "sha256sum")
+	testenv.Tool(t, "sha256sum")
 	out, err := exec.Command("sha256sum", path).Output()
 	if err != nil {
 		t.Fatal(err)

@@ -3,6 +3,7 @@ package acquire
 import (
 	"bytes"
 	"context"
+	"github.com/impound-ir/impound/internal/testenv"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,9 +18,9 @@ import (
 // a simulated volume, snapshots and acquires it through EBS direct, and has
 // The Sleuth Kit list and extract a known file from the acquired image.
 func TestSleuthKitReadsAcquiredExt4(t *testing.T) {
-	mkfs := needTool(t, "mkfs.ext4")
-	needTool(t, "fls")
-	needTool(t, "icat")
+	mkfs := testenv.Tool(t, "mkfs.ext4")
+	testenv.Tool(t, "fls")
+	testenv.Tool(t, "icat")
 	dir := t.TempDir()
 	root := filepath.Join(dir, "root")
 	secret := []byte("exfiltrated: customer table dump, 2026-11-20T03:14:15Z\n")

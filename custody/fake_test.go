@@ -7,11 +7,9 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
-	"os"
 	"slices"
 	"strings"
 	"sync"
-	"testing"
 
 	"github.com/impound-ir/impound/vault"
 )
@@ -131,18 +129,4 @@ func (s *fakeStore) clone() *fakeStore {
 		c.objects[k] = slices.Clone(v)
 	}
 	return c
-}
-
-// requireServer skips a test whose server or tool is absent, or fails it
-// when IMPOUND_TEST_REQUIRE_SERVERS=1 (CI).
-func requireServer(t testing.TB, env string) string {
-	t.Helper()
-	v := os.Getenv(env)
-	if v == "" {
-		if os.Getenv("IMPOUND_TEST_REQUIRE_SERVERS") == "1" {
-			t.Fatalf("%s is not set but IMPOUND_TEST_REQUIRE_SERVERS=1; run under scripts/testenv", env)
-		}
-		t.Skipf("%s not set; run under scripts/testenv to test against the real server", env)
-	}
-	return v
 }

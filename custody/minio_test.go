@@ -3,6 +3,7 @@ package custody
 import (
 	"context"
 	"fmt"
+	"github.com/impound-ir/impound/internal/testenv"
 	"testing"
 	"time"
 
@@ -17,12 +18,12 @@ import (
 // Object Lock (MinIO) through vault.Open("s3://..."): write-once is
 // If-None-Match there, not a lock in this process.
 func TestConcurrentWritersMinIO(t *testing.T) {
-	endpoint := requireServer(t, "IMPOUND_TEST_MINIO_ENDPOINT")
+	endpoint := testenv.Server(t, "IMPOUND_TEST_MINIO_ENDPOINT")
 	cfg := aws.Config{
 		Region:       "us-east-1",
 		BaseEndpoint: aws.String(endpoint),
 		Credentials: credentials.NewStaticCredentialsProvider(
-			requireServer(t, "IMPOUND_TEST_MINIO_ACCESS_KEY"), requireServer(t, "IMPOUND_TEST_MINIO_SECRET_KEY"), ""),
+			testenv.Server(t, "IMPOUND_TEST_MINIO_ACCESS_KEY"), testenv.Server(t, "IMPOUND_TEST_MINIO_SECRET_KEY"), ""),
 	}
 	ctx := context.Background()
 	bucket := fmt.Sprintf("impound-custody-%d", time.Now().UnixNano()%1e9)

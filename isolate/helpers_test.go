@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/impound-ir/impound/internal/testenv"
 	"net"
 	"net/http"
 	"os"
@@ -20,35 +21,6 @@ import (
 	"github.com/aws/smithy-go"
 	"github.com/rs/zerolog"
 )
-
-// requireServer returns the value of env, which locates a test server or
-// tool. Unset, the test is skipped, unless IMPOUND_TEST_REQUIRE_SERVERS=1
-// (CI, scripts/testenv), where it fails.
-func requireServer(t testing.TB, env string) string {
-	t.Helper()
-	v := os.Getenv(env)
-	if v == "" {
-		if os.Getenv("IMPOUND_TEST_REQUIRE_SERVERS") == "1" {
-			t.Fatalf("%s is not set but IMPOUND_TEST_REQUIRE_SERVERS=1: run the tests through scripts/testenv", env)
-		}
-		t.Skipf("%s not set: run through scripts/testenv to test against moto_server", env)
-	}
-	return v
-}
-
-// requireTool returns the path of a command-line tool, skipping or failing
-// like requireServer when it is missing.
-func requireTool(t testing.TB, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("IMPOUND_TEST_REQUIRE_SERVERS") == "1" {
-			t.Fatalf("%s is not installed but IMPOUND_TEST_REQUIRE_SERVERS=1", name)
-		}
-		t.Skipf("%s not installed", name)
-	}
-	return p
-}
 
 // privateMoto is a moto_server this package starts for itself, so that
 // resetting it between tests cannot disturb other packages' tests running
@@ -73,7 +45,7 @@ func TestMain(m *testing.M) {
 // own when moto_server is installed, else the shared one.
 func motoEndpoint(t *testing.T) string {
 	t.Helper()
-	shared := requireServer(t, "IMPOUND_TEST_MOTO_ENDPOINT")
+	shared := testenv.Server(t, "IMPOUND_TEST_MOTO_ENDPOINT")
 	bin, err := exec.LookPath("moto_server")
 	if err != nil {
 		return shared
@@ -139,7 +111,7 @@ type target struct{ endpoint, accessKey, secretKey string }
 // awsCLI runs the AWS CLI against the target and decodes its JSON output.
 func awsCLI(t *testing.T, tg target, out any, args ...string) {
 	t.Helper()
-	bin := requireTool(t, "aws")
+	bin := testenv.Tool(t, "aws")
 	cmd := exec.Command(bin, append([]string{"--endpoint-url", tg.endpoint, "--region", "us-east-1", "--output", "json"}, args...)...)
 	cmd.Env = append(os.Environ(), "AWS_ACCESS_KEY_ID="+tg.accessKey, "AWS_SECRET_ACCESS_KEY="+tg.secretKey, "AWS_SESSION_TOKEN=",
 		"AWS_PAGER=", "AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_ENDPOINT_URL=")

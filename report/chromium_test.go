@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"github.com/impound-ir/impound/internal/testenv"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,7 +26,7 @@ func findChromium(t *testing.T) string {
 			return p
 		}
 	}
-	skipOrFail(t, "chromium not found: run scripts/install-chromium (or set IMPOUND_TEST_CHROMIUM)")
+	testenv.SkipOrFail(t, "chromium not found: run scripts/install-chromium (or set IMPOUND_TEST_CHROMIUM)")
 	return ""
 }
 

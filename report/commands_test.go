@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/impound-ir/impound/internal/testenv"
 	"os"
 	"os/exec"
 	"strings"
@@ -24,7 +25,7 @@ func requireEnv(t *testing.T, name string) string {
 	t.Helper()
 	v := os.Getenv(name)
 	if v == "" {
-		skipOrFail(t, name+" is not set: run under scripts/testenv")
+		testenv.SkipOrFail(t, name+" is not set: run under scripts/testenv")
 	}
 	return v
 }
@@ -85,7 +86,7 @@ func runCommand(t *testing.T, dir, command string, env ...string) string {
 // hashes the stored file to the recorded SHA-256.
 func TestLocalCommandRuns(t *testing.T) {
 	if _, err := exec.LookPath("sha256sum"); err != nil {
-		skipOrFail(t, "sha256sum not found")
+		testenv.SkipOrFail(t, "sha256sum not found")
 	}
 	st, err := vault.Open(context.Background(), t.TempDir(), vault.Options{})
 	if err != nil {
@@ -109,7 +110,7 @@ func TestMinIOCommandRuns(t *testing.T) {
 	endpoint := requireEnv(t, "IMPOUND_TEST_MINIO_ENDPOINT")
 	ak, sk := requireEnv(t, "IMPOUND_TEST_MINIO_ACCESS_KEY"), requireEnv(t, "IMPOUND_TEST_MINIO_SECRET_KEY")
 	if _, err := exec.LookPath("aws"); err != nil {
-		skipOrFail(t, "the AWS CLI (aws) is not installed")
+		testenv.SkipOrFail(t, "the AWS CLI (aws) is not installed")
 	}
 	ctx := context.Background()
 	cfg := aws.Config{Region: "us-east-1", BaseEndpoint: aws.String(endpoint),

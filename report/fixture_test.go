@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -36,19 +35,6 @@ type fixture struct {
 	image    *vault.Receipt // the disk image
 	control  *vault.Receipt // the control-plane record
 	imageRaw []byte
-}
-
-// requireServers says whether missing external tools must fail tests
-// rather than skip them (CI sets IMPOUND_TEST_REQUIRE_SERVERS=1).
-func requireServers() bool { return os.Getenv("IMPOUND_TEST_REQUIRE_SERVERS") == "1" }
-
-// skipOrFail skips the test with why, or fails it when CI requires every tool.
-func skipOrFail(t *testing.T, why string) {
-	t.Helper()
-	if requireServers() {
-		t.Fatalf("%s (IMPOUND_TEST_REQUIRE_SERVERS=1: not skipping)", why)
-	}
-	t.Skip(why)
 }
 
 func newFixture(t testing.TB) *fixture {

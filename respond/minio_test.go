@@ -7,8 +7,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"github.com/impound-ir/impound/internal/testenv"
 	"io"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -22,27 +22,13 @@ import (
 	"github.com/impound-ir/impound/vault"
 )
 
-// requireServer returns a test server's setting, skipping the test when it
-// is absent, or failing it when scripts/testenv said servers are required.
-func requireServer(t *testing.T, env string) string {
-	t.Helper()
-	v := os.Getenv(env)
-	if v == "" {
-		if os.Getenv("IMPOUND_TEST_REQUIRE_SERVERS") == "1" {
-			t.Fatalf("%s is not set but IMPOUND_TEST_REQUIRE_SERVERS=1: the test server did not start", env)
-		}
-		t.Skipf("%s not set: run under scripts/testenv (make test) to test against MinIO", env)
-	}
-	return v
-}
-
 // minioVault makes an Object Lock bucket on the test MinIO, as `impound vault
 // init` would (MinIO has no KMS or public access block), and opens it.
 func minioVault(t *testing.T) vault.Store {
 	t.Helper()
-	cfg := aws.Config{Region: "us-east-1", BaseEndpoint: aws.String(requireServer(t, "IMPOUND_TEST_MINIO_ENDPOINT")),
-		Credentials: credentials.NewStaticCredentialsProvider(requireServer(t, "IMPOUND_TEST_MINIO_ACCESS_KEY"),
-			requireServer(t, "IMPOUND_TEST_MINIO_SECRET_KEY"), "")}
+	cfg := aws.Config{Region: "us-east-1", BaseEndpoint: aws.String(testenv.Server(t, "IMPOUND_TEST_MINIO_ENDPOINT")),
+		Credentials: credentials.NewStaticCredentialsProvider(testenv.Server(t, "IMPOUND_TEST_MINIO_ACCESS_KEY"),
+			testenv.Server(t, "IMPOUND_TEST_MINIO_SECRET_KEY"), "")}
 	uri := fmt.Sprintf("s3://impound-respond-%d", time.Now().UnixNano()%1e12)
 	in := vault.NewInitOptions()
 	in.RetentionDays, in.Encryption, in.SkipPublicAccessBlock = 1, vault.EncryptionNone, true

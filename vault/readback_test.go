@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/impound-ir/impound/internal/testenv"
 	"os"
 	"os/exec"
 	"strings"
@@ -18,28 +19,14 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 )
 
-// requireTool returns the path of an external program, skipping (or, under
-// IMPOUND_TEST_REQUIRE_SERVERS=1, failing) when it is not installed.
-func requireTool(t testing.TB, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("IMPOUND_TEST_REQUIRE_SERVERS") == "1" {
-			t.Fatalf("%s is not installed but IMPOUND_TEST_REQUIRE_SERVERS=1", name)
-		}
-		t.Skipf("%s not installed", name)
-	}
-	return p
-}
-
 // TestMinIOAWSCLIReadsBack: the AWS CLI, an independent S3 client, sees the
 // retention impound set and content whose SHA-256 equals the receipt's, for
 // a single-request and a multipart object.
 func TestMinIOAWSCLIReadsBack(t *testing.T) {
 	ctx := context.Background()
 	cfg := minioConfig(t)
-	awsCLI := requireTool(t, "aws")
-	sha256sum := requireTool(t, "sha256sum")
+	awsCLI := testenv.Tool(t, "aws")
+	sha256sum := testenv.Tool(t, "sha256sum")
 	bucket, _ := newLockedBucket(t, cfg)
 	st, err := Open(ctx, "s3://"+bucket, minioOptions(cfg))
 	if err != nil {

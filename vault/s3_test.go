@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"github.com/impound-ir/impound/internal/testenv"
 	"io"
 	"strings"
 	"sync/atomic"
@@ -21,12 +22,12 @@ import (
 
 // minioConfig returns an AWS config for the test MinIO server.
 func minioConfig(t testing.TB) aws.Config {
-	endpoint := requireServer(t, "IMPOUND_TEST_MINIO_ENDPOINT")
+	endpoint := testenv.Server(t, "IMPOUND_TEST_MINIO_ENDPOINT")
 	return aws.Config{
 		Region:       "us-east-1",
 		BaseEndpoint: aws.String(endpoint),
 		Credentials: credentials.NewStaticCredentialsProvider(
-			requireServer(t, "IMPOUND_TEST_MINIO_ACCESS_KEY"), requireServer(t, "IMPOUND_TEST_MINIO_SECRET_KEY"), ""),
+			testenv.Server(t, "IMPOUND_TEST_MINIO_ACCESS_KEY"), testenv.Server(t, "IMPOUND_TEST_MINIO_SECRET_KEY"), ""),
 	}
 }
 

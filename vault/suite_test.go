@@ -9,26 +9,10 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"os"
 	"sync"
 	"testing"
 	"time"
 )
-
-// requireServer returns the value of the environment variable that locates
-// an external server or tool. When it is unset the test is skipped, unless
-// IMPOUND_TEST_REQUIRE_SERVERS=1 (CI, scripts/testenv), where it fails.
-func requireServer(t testing.TB, env string) string {
-	t.Helper()
-	v := os.Getenv(env)
-	if v == "" {
-		if os.Getenv("IMPOUND_TEST_REQUIRE_SERVERS") == "1" {
-			t.Fatalf("%s is not set but IMPOUND_TEST_REQUIRE_SERVERS=1: run the tests through scripts/testenv", env)
-		}
-		t.Skipf("%s not set: run through scripts/testenv to test against the real server", env)
-	}
-	return v
-}
 
 // suite is the conformance suite every Store passes.
 type suite struct {

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"github.com/impound-ir/impound/internal/testenv"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -28,7 +29,7 @@ type cli struct {
 }
 
 func newCLI(t *testing.T, e *env, a *awssim.Account) *cli {
-	bin := requireTool(t, "aws")
+	bin := testenv.Tool(t, "aws")
 	c := a.Credentials()
 	dir := t.TempDir()
 	var base []string

@@ -9,8 +9,6 @@ import (
 	"fmt"
 	"hash"
 	"io"
-	"os"
-	"os/exec"
 	"testing"
 	"time"
 
@@ -28,21 +26,6 @@ const (
 	memberID    = "111111111111"
 	forensicsID = "222222222222"
 )
-
-// requireTool skips the test when an external tool is missing, or fails it
-// when IMPOUND_TEST_REQUIRE_SERVERS=1 (CI).
-func requireTool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err == nil {
-		return p
-	}
-	if os.Getenv("IMPOUND_TEST_REQUIRE_SERVERS") == "1" {
-		t.Fatalf("%s not on PATH and IMPOUND_TEST_REQUIRE_SERVERS=1", name)
-	}
-	t.Skipf("%s not on PATH; install it (pip install awscli) to run this test", name)
-	return ""
-}
 
 // env is a simulator with a member and a forensics account.
 type env struct {

@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
+	"github.com/impound-ir/impound/internal/testenv"
 	"reflect"
 	"regexp"
 	"sort"
@@ -84,13 +84,7 @@ func simTarget(t *testing.T) target {
 }
 
 func motoTarget(t *testing.T) target {
-	ep := os.Getenv("IMPOUND_TEST_MOTO_ENDPOINT")
-	if ep == "" {
-		if os.Getenv("IMPOUND_TEST_REQUIRE_SERVERS") == "1" {
-			t.Fatal("IMPOUND_TEST_MOTO_ENDPOINT is not set but IMPOUND_TEST_REQUIRE_SERVERS=1: moto_server did not start")
-		}
-		t.Skip("moto_server not running: run under scripts/testenv (make test) to compare the simulator with moto")
-	}
+	ep := testenv.Server(t, "IMPOUND_TEST_MOTO_ENDPOINT")
 	// A fresh moto state per test, so runs do not see each other's resources.
 	resetMoto(t, ep)
 	member := clientConfig(ep, credentials.NewStaticCredentialsProvider("testing", "testing", ""))
