@@ -28,7 +28,11 @@ type drill struct {
 func newDrill(t *testing.T, store vault.Store) *drill {
 	t.Helper()
 	env := simtest.Start(t, awssim.Options{})
-	demo := seedSmall(t, env.Sim)
+	// 1 GiB volumes, so tests can keep whole images in a memory vault.
+	demo, err := awssim.SeedDemo(env.Sim, awssim.DemoOptions{RootGiB: 1, DataGiB: 1, DataSeed: 7})
+	if err != nil {
+		t.Fatal(err)
+	}
 	skey, _, err := custody.GenerateKey("impound-test")
 	if err != nil {
 		t.Fatal(err)
@@ -42,35 +46,6 @@ func newDrill(t *testing.T, store vault.Store) *drill {
 		ForensicsID: demo.Forensics.ID(), Forensics: env.ClientConfig(demo.Forensics.Credentials()),
 		MemberCaller: demo.Member.UserARN(), ForensicsCaller: demo.Forensics.UserARN(),
 	}}
-}
-
-// seedSmall is awssim.SeedDemo's world with 1 GiB volumes, so tests can keep
-// whole images in a memory vault.
-func seedSmall(t *testing.T, sim *awssim.Sim) *awssim.Demo {
-	t.Helper()
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	d := &awssim.Demo{Member: sim.AddAccount("111111111111"), Forensics: sim.AddAccount("222222222222")}
-	transfer, err := d.Member.CreateKey(awssim.KeyOptions{Description: "transfer"})
-	must(err)
-	evidence, err := d.Forensics.CreateKey(awssim.KeyOptions{Description: "evidence"})
-	must(err)
-	d.TransferKeyARN, d.EvidenceKeyARN = transfer.ARN(), evidence.ARN()
-	root, err := d.Member.CreateVolume(awssim.VolumeOptions{SizeGiB: 1})
-	must(err)
-	data, err := d.Member.CreateVolume(awssim.VolumeOptions{SizeGiB: 1, Encryption: awssim.EncryptionDefault})
-	must(err)
-	must(root.WriteRandom(0, 3<<20, 1))
-	must(data.WriteRandom(1<<29, 5<<20+12345, 2))
-	inst, err := d.Member.RunInstance(awssim.InstanceOptions{Devices: []awssim.Device{{Name: "/dev/xvda", Volume: root}, {Name: "/dev/sdf", Volume: data}},
-		Tags: map[string]string{"Name": "web-1"}})
-	must(err)
-	d.InstanceID, d.RootVolumeID, d.DataVolumeID = inst.ID(), root.ID(), data.ID()
-	return d
 }
 
 func (d *drill) options() Options {

@@ -45,18 +45,15 @@ An interrupted acquisition continues with --resume. See docs/acquire.md.`,
 
 // acquireOptions are the flags every acquire subcommand takes.
 type acquireOptions struct {
-	Case       string
-	Vault      string
-	SigningKey string
-	Operator   string
-	Key        string
-	Hash       string
-	Compress   string
-	Resume     bool
-	StateDir   string
-	Workers    int
-	Window     int
-	SHA256Impl string
+	writeOptions // the case, its vault and ledger key: every acquisition is recorded
+	Key          string
+	Hash         string
+	Compress     string
+	Resume       bool
+	StateDir     string
+	Workers      int
+	Window       int
+	SHA256Impl   string
 	// Put
 	Mode        string
 	RetainUntil string
@@ -69,10 +66,7 @@ type acquireOptions struct {
 }
 
 func (o *acquireOptions) AddFlags(f *pflag.FlagSet) {
-	f.StringVar(&o.Case, "case", "", "case ID (required)")
-	f.StringVar(&o.Vault, "vault", "", "vault URI: s3://bucket[/prefix], file:///path or a directory (required)")
-	f.StringVar(&o.SigningKey, "signing-key", "", "the case's ledger signing key: file:PATH or awskms:///KEY-ARN (default $"+signingKeyEnv+")")
-	f.StringVar(&o.Operator, "operator", "", "your name, as recorded in the ledger (default $IMPOUND_OPERATOR or $USER)")
+	o.writeOptions.AddFlags(f)
 	f.StringVar(&o.Key, "key", "", "vault key of the image (default cases/<case>/evidence/<source>.img)")
 	f.StringVar(&o.Hash, "hash", "sha256", "whole-image hashes, comma-separated: sha256 (always), md5, sha1, sha512")
 	f.StringVar(&o.Compress, "compress", "", "store the image compressed: zstd (seekable); hashes stay those of the raw image")
@@ -307,8 +301,7 @@ func runAcquireIncremental(ctx context.Context, g *globalOptions, o *acquireIncr
 		return usageError{err}
 	}
 	// The base is what the case's signed ledger recorded of its acquisition.
-	wo := &writeOptions{caseOptions: caseOptions{Case: o.Case, Vault: o.Vault}, SigningKey: o.SigningKey, Operator: o.Operator}
-	env, err := openForWriting(ctx, g, wo)
+	env, err := openForWriting(ctx, g, &o.writeOptions)
 	if err != nil {
 		return err
 	}
@@ -450,8 +443,7 @@ func acquireAll(ctx context.Context, g *globalOptions, o *acquireOptions, srcs [
 		}
 	}
 	// Evidence is recorded in the case's ledger, or not acquired at all.
-	wo := &writeOptions{caseOptions: caseOptions{Case: o.Case, Vault: o.Vault}, SigningKey: o.SigningKey, Operator: o.Operator}
-	env, err := openForWriting(ctx, g, wo)
+	env, err := openForWriting(ctx, g, &o.writeOptions)
 	if err != nil {
 		return err
 	}

@@ -88,8 +88,7 @@ func openLedgerVault(ctx context.Context, g *globalOptions, uri string, needAWS 
 	opts := vault.Options{}
 	if cfg != nil {
 		opts.AWS = *cfg
-		// S3-compatible endpoints (MinIO) want path-style addressing.
-		opts.PathStyle = g.EndpointURL != "" || os.Getenv("AWS_ENDPOINT_URL_S3") != "" || os.Getenv("AWS_ENDPOINT_URL") != ""
+		opts.PathStyle = g.s3PathStyle()
 	}
 	st, err := vault.Open(ctx, uri, opts)
 	if err != nil {

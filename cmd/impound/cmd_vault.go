@@ -42,7 +42,7 @@ func openVault(ctx context.Context, g *globalOptions, uri string, opts vault.Opt
 			return nil, err
 		}
 		opts.AWS = cfg
-		opts.PathStyle = g.EndpointURL != "" || os.Getenv("AWS_ENDPOINT_URL_S3") != "" || os.Getenv("AWS_ENDPOINT_URL") != ""
+		opts.PathStyle = g.s3PathStyle()
 	}
 	return vault.Open(ctx, uri, opts)
 }
@@ -54,7 +54,7 @@ func s3Options(ctx context.Context, g *globalOptions) (vault.Options, error) {
 	}
 	o := vault.NewOptions()
 	o.AWS = cfg
-	o.PathStyle = g.EndpointURL != "" || os.Getenv("AWS_ENDPOINT_URL_S3") != "" || os.Getenv("AWS_ENDPOINT_URL") != ""
+	o.PathStyle = g.s3PathStyle()
 	return o, nil
 }
 

@@ -75,6 +75,12 @@ func (g *globalOptions) AWSConfig(ctx context.Context) (aws.Config, error) {
 	return awsconf.Load(ctx, awsconf.Options{Profile: g.Profile, Region: g.Region, EndpointURL: g.EndpointURL})
 }
 
+// s3PathStyle says whether S3 requests go path-style: S3-compatible
+// servers (MinIO) behind an endpoint override want it.
+func (g *globalOptions) s3PathStyle() bool {
+	return g.EndpointURL != "" || os.Getenv("AWS_ENDPOINT_URL_S3") != "" || os.Getenv("AWS_ENDPOINT_URL") != ""
+}
+
 // Print writes a command's result: v as indented JSON with --output json,
 // otherwise whatever text writes.
 func (g *globalOptions) Print(v any, text func(w io.Writer) error) error {
