@@ -186,6 +186,16 @@ func (s *State) Applied(name string) bool {
 	return l != nil && (l.Status == StatusDone || l.Status == StatusAlready)
 }
 
+// Isolated says whether the latest run over this state was an isolation that
+// completed (every step done or found done), and nothing was released since.
+func (s *State) Isolated() bool {
+	if s.Released || len(s.History) == 0 {
+		return false
+	}
+	last := s.History[len(s.History)-1]
+	return last.Action == "isolate" && last.Result == "isolated"
+}
+
 // Failed returns the names of steps whose last run failed.
 func (s *State) Failed() []string {
 	seen := map[string]Status{}

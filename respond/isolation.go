@@ -132,11 +132,9 @@ func (c *Case) Isolate(ctx context.Context) error {
 		// Released within this case: the response does not isolate it again on its own.
 		return nil
 	}
-	if prior != nil && len(prior.History) > 0 {
-		if last := prior.History[len(prior.History)-1]; last.Action == "isolate" && last.Result == "isolated" {
-			// Complete: `impound isolate` re-checks every step against AWS when asked.
-			return nil
-		}
+	if prior != nil && prior.Isolated() {
+		// Complete: `impound isolate` re-checks every step against AWS when asked.
+		return nil
 	}
 	o := c.o.Isolation
 	o.CaseID, o.Record, o.SaveState = c.o.CaseID, iso.Record, iso.SaveState

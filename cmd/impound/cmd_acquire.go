@@ -22,7 +22,6 @@ import (
 
 	"github.com/impound-ir/impound/acquire"
 	"github.com/impound-ir/impound/custody"
-	"github.com/impound-ir/impound/internal/buildinfo"
 	"github.com/impound-ir/impound/respond"
 	"github.com/impound-ir/impound/vault"
 )
@@ -140,11 +139,8 @@ func (o *acquireOptions) libraryOptions(ctx context.Context, info acquire.Source
 	}
 	opts.Put.LegalHold = o.LegalHold
 	opts.Put.KMSKeyID = o.KMSKey
-	bi, err := buildinfo.Read()
-	if err != nil {
-		zerolog.Ctx(ctx).Warn().Err(err).Msg("cannot hash the impound binary for the evidence record")
-	}
-	opts.Tool = acquire.Tool{Name: "impound", Version: bi.Version, BinarySHA256: bi.BinarySHA256}
+	tool, _ := thisTool(ctx, "evidence record")
+	opts.Tool = acquire.Tool{Name: tool.Name, Version: tool.Version, BinarySHA256: tool.BinarySHA256}
 	return opts, nil
 }
 
@@ -636,7 +632,7 @@ func openAcquisitionLedger(ctx context.Context, env *ledgerEnv, o *acquireOption
 		return nil, explainLedgerError(o.Case, err)
 	}
 	if l.Size() == 0 {
-		bi, _ := buildinfo.Read()
+		tool, _ := thisTool(ctx, "record")
 		ids := make([]string, len(srcs))
 		for i, s := range srcs {
 			ids[i] = s.Info().ID()
@@ -644,7 +640,7 @@ func openAcquisitionLedger(ctx context.Context, env *ledgerEnv, o *acquireOption
 		_, err := l.Append(ctx, custody.Entry{Actor: env.actor, Details: custody.CaseOpened{
 			Title:      "acquisition of " + strings.Join(ids, ", "),
 			Trigger:    "manual",
-			Tool:       &custody.Tool{Name: "impound", Version: bi.Version, Commit: bi.Commit, BinarySHA256: bi.BinarySHA256},
+			Tool:       &tool,
 			Attributes: map[string]string{"vault": env.store.URI(), "hashes": o.Hash},
 		}})
 		if err != nil {

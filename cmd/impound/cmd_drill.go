@@ -10,8 +10,6 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
-	"github.com/impound-ir/impound/custody"
-	"github.com/impound-ir/impound/internal/buildinfo"
 	"github.com/impound-ir/impound/internal/drill"
 	"github.com/impound-ir/impound/respond"
 )
@@ -49,8 +47,7 @@ are and how to verify them.`,
 			do := drill.NewOptions()
 			do.Dir, do.Respond.CaseID, do.Respond.KeepOpen, do.Filesystem = o.Out, o.Case, o.KeepOpen, !o.NoFS
 			do.Operator = operatorName("")
-			bi, _ := buildinfo.Read()
-			do.Respond.Tool = custody.Tool{Name: "impound", Version: bi.Version, Commit: bi.Commit, BinarySHA256: bi.BinarySHA256}
+			do.Respond.Tool, _ = thisTool(ctx, "record")
 			do.Respond.StateDir = filepath.Join(o.Out, "state")
 			if o.Vault != "" {
 				st, _, err := openLedgerVault(ctx, g, o.Vault, false)

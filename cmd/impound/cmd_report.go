@@ -10,12 +10,10 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
 	"github.com/impound-ir/impound/custody"
-	"github.com/impound-ir/impound/internal/buildinfo"
 	"github.com/impound-ir/impound/report"
 )
 
@@ -125,10 +123,8 @@ func runReport(ctx context.Context, g *globalOptions, o *reportOptions) error {
 		}
 	}
 	opts := report.Options{VerifyLive: !o.NoVerify && src.Vault != nil}
-	if bi, err := buildinfo.Read(); err == nil {
-		opts.Generator = &custody.Tool{Name: "impound", Version: bi.Version, Commit: bi.Commit, BinarySHA256: bi.BinarySHA256}
-	} else {
-		zerolog.Ctx(ctx).Warn().Err(err).Msg("cannot hash the impound binary for the report")
+	if tool, ok := thisTool(ctx, "report"); ok {
+		opts.Generator = &tool
 	}
 	if o.Key != "" && !strings.Contains(o.Key, "+") {
 		opts.KeyFile = filepath.Base(strings.TrimPrefix(o.Key, custody.FileKeyPrefix))

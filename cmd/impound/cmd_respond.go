@@ -17,8 +17,6 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/impound-ir/impound/acquire"
-	"github.com/impound-ir/impound/custody"
-	"github.com/impound-ir/impound/internal/buildinfo"
 	"github.com/impound-ir/impound/respond"
 	"github.com/impound-ir/impound/vault"
 )
@@ -130,11 +128,7 @@ func (o *caseRunOptions) options(ctx context.Context, g *globalOptions) (respond
 		}
 		ro.Finding = b
 	}
-	bi, err := buildinfo.Read()
-	if err != nil {
-		zerolog.Ctx(ctx).Warn().Err(err).Msg("cannot hash the impound binary for the record")
-	}
-	ro.Tool = custody.Tool{Name: "impound", Version: bi.Version, Commit: bi.Commit, BinarySHA256: bi.BinarySHA256}
+	ro.Tool, _ = thisTool(ctx, "record")
 	ro.Region = g.Region
 	return ro, nil
 }

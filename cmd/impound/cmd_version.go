@@ -1,11 +1,14 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 
+	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 
+	"github.com/impound-ir/impound/custody"
 	"github.com/impound-ir/impound/internal/buildinfo"
 )
 
@@ -20,6 +23,17 @@ binary. Examiners record the binary's hash beside the evidence it produced.`,
 			return runVersion(g)
 		},
 	}
+}
+
+// thisTool identifies the running impound for records (the ledger's first
+// entry, evidence, reports). ok is false, and a warning logged naming what
+// the record is for, when the binary cannot be hashed.
+func thisTool(ctx context.Context, what string) (tool custody.Tool, ok bool) {
+	bi, err := buildinfo.Read()
+	if err != nil {
+		zerolog.Ctx(ctx).Warn().Err(err).Msg("cannot hash the impound binary for the " + what)
+	}
+	return custody.Tool{Name: "impound", Version: bi.Version, Commit: bi.Commit, BinarySHA256: bi.BinarySHA256}, err == nil
 }
 
 func runVersion(g *globalOptions) error {
