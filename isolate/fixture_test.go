@@ -91,7 +91,15 @@ func newMotoScenario(t *testing.T, ctx context.Context, c Clients) *scenario {
 	s.roleARN = *role.Role.Arn
 	prof := must(im.CreateInstanceProfile(ctx, &iam.CreateInstanceProfileInput{InstanceProfileName: aws.String("app-profile")}))
 	s.profileARN = *prof.InstanceProfile.Arn
-	must(im.AddRoleToInstanceProfile(ctx, &iam.AddRoleToInstanceProfileInput{InstanceProfileName: aws.String("app-profile"), RoleName: &s.role}))
+	if _, err := im.AddRoleToInstanceProfile(ctx, &iam.AddRoleToInstanceProfileInput{InstanceProfileName: aws.String("app-profile"), RoleName: &s.role}); err != nil {
+		// AddRoleToInstanceProfile is not idempotent: when the SDK retries
+		// after a lost response, the retry finds the role already there.
+		// Only that case is tolerated.
+		p := must(im.GetInstanceProfile(ctx, &iam.GetInstanceProfileInput{InstanceProfileName: aws.String("app-profile")}))
+		if len(p.InstanceProfile.Roles) != 1 || aws.ToString(p.InstanceProfile.Roles[0].RoleName) != s.role {
+			panic(err)
+		}
+	}
 
 	run := must(e.RunInstances(ctx, &ec2.RunInstancesInput{
 		ImageId: aws.String(motoAMI), InstanceType: ec2types.InstanceTypeT3Micro, MinCount: aws.Int32(2), MaxCount: aws.Int32(2),

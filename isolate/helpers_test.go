@@ -1,15 +1,14 @@
 package isolate
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/impound-ir/impound/internal/testenv"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
-	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -19,6 +18,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/aws/smithy-go"
+	"github.com/impound-ir/impound/internal/testenv"
 	"github.com/rs/zerolog"
 )
 
@@ -50,35 +50,63 @@ func motoEndpoint(t *testing.T) string {
 	if err != nil {
 		return shared
 	}
-	privateMoto.once.Do(func() {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			privateMoto.err = err
-			return
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		l.Close()
-		cmd := exec.Command(bin, "-H", "127.0.0.1", "-p", strconv.Itoa(port))
-		if err := cmd.Start(); err != nil {
-			privateMoto.err = err
-			return
-		}
-		privateMoto.cmd = cmd
-		url := "http://127.0.0.1:" + strconv.Itoa(port)
-		for i := 0; i < 300; i++ {
-			if resp, err := http.Get(url + "/moto-api/"); err == nil {
-				resp.Body.Close()
-				privateMoto.url = url
-				return
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		privateMoto.err = fmt.Errorf("moto_server on port %d did not answer within 30 s", port)
-	})
+	privateMoto.once.Do(func() { privateMoto.url, privateMoto.cmd, privateMoto.err = startMoto(bin) })
 	if privateMoto.err != nil {
 		t.Fatalf("start a private moto_server: %v", privateMoto.err)
 	}
 	return privateMoto.url
+}
+
+// startMoto starts moto_server on a port the kernel picks and returns the
+// address moto itself reports. Picking a free port first and passing it in
+// would race with the many listeners and connections other test binaries
+// open meanwhile: if moto lost that race, whatever took the port would be
+// mistaken for it.
+func startMoto(bin string) (string, *exec.Cmd, error) {
+	cmd := exec.Command(bin, "-H", "127.0.0.1", "-p", "0")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return "", nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return "", nil, err
+	}
+	found := make(chan string, 1)
+	go func() {
+		// Werkzeug announces " * Running on http://127.0.0.1:PORT", then
+		// logs every request; keep draining so moto never blocks on a
+		// full pipe.
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			if _, url, ok := strings.Cut(sc.Text(), "Running on "); ok {
+				select {
+				case found <- strings.TrimSpace(url):
+				default:
+				}
+			}
+		}
+		close(found)
+	}()
+	select {
+	case url, ok := <-found:
+		if !ok {
+			_ = cmd.Wait()
+			return "", nil, fmt.Errorf("moto_server exited before it listened (%v)", cmd.ProcessState)
+		}
+		for i := 0; i < 300; i++ {
+			if resp, err := http.Get(url + "/moto-api/"); err == nil {
+				resp.Body.Close()
+				return url, cmd, nil
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		err = fmt.Errorf("moto_server at %s did not answer within 30 s", url)
+	case <-time.After(60 * time.Second):
+		err = fmt.Errorf("moto_server did not report its address within 60 s")
+	}
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+	return "", nil, err
 }
 
 // motoConfig resets moto and returns a configuration that talks to it.
@@ -90,6 +118,9 @@ func motoConfig(t *testing.T) (aws.Config, string) {
 		t.Fatalf("reset moto: %v", err)
 	}
 	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("reset moto: %s", resp.Status)
+	}
 	cfg := aws.Config{
 		Region:       "us-east-1",
 		Credentials:  credentials.NewStaticCredentialsProvider("testing", "testing", ""),
