@@ -26,7 +26,9 @@ var (
 	ErrStateMismatch = errors.New("acquire: saved state does not match this acquisition")
 )
 
-const stateFormat = "impound-acquire-state/1"
+// stateFormat/2: the image SHA-256 of a raw acquisition lives in the
+// vault writer's state, not among HashStates.
+const stateFormat = "impound-acquire-state/2"
 
 // resumeState is what a checkpoint persists: everything needed to continue
 // at block NextBlock with the same hashes and one object.

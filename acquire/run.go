@@ -112,16 +112,19 @@ type runner struct {
 	workers int
 	size    int64
 
-	hashers []hasher
-	merkle  merkle
-	enc     encoder
-	w       vault.Writer
-	out     io.Writer // w, skipping what a resumed writer already holds
-	blocks  BlockMap
-	start   int64 // first block to process
-	stats   *statCounter
-	started time.Time
-	resumed int
+	hashers []hasher // whole-image hashes computed here
+	// storeHashed: the image's SHA-256 is the vault receipt's (raw output);
+	// otherwise it is among hashers.
+	storeHashed bool
+	merkle      merkle
+	enc         encoder
+	w           vault.Writer
+	out         io.Writer // w, skipping what a resumed writer already holds
+	blocks      BlockMap
+	start       int64 // first block to process
+	stats       *statCounter
+	started     time.Time
+	resumed     int
 }
 
 func (r *runner) nblocks() int64 { return (r.size + BlockSize - 1) / BlockSize }
@@ -135,7 +138,14 @@ func (r *runner) run(ctx context.Context) (ev *Evidence, err error) {
 	ctx = log.WithContext(ctx)
 	r.stats = statsOf(r.src)
 	r.blocks = BlockMap{Size: r.size, BlockSize: BlockSize}
+	// A raw image is stored byte for byte, so its SHA-256 is the one the
+	// vault computes over what it stores: computing it here as well would
+	// hash every byte twice, on the same critical path.
+	r.storeHashed = r.opts.Compression == CompressNone
 	for _, name := range r.opts.Hashes {
+		if name == SHA256 && r.storeHashed {
+			continue
+		}
 		h, err := newHash(name, r.opts.SHA256Impl)
 		if err != nil {
 			return nil, err
@@ -204,9 +214,15 @@ func (r *runner) run(ctx context.Context) (ev *Evidence, err error) {
 	for _, h := range r.hashers {
 		ev.Hashes[h.name] = hex.EncodeToString(h.h.Sum(nil))
 	}
-	if rcpt.Size != storedSize || (r.opts.Compression == CompressNone && rcpt.SHA256 != ev.Hashes[SHA256]) {
-		return nil, fmt.Errorf("acquire: vault stored %d bytes with SHA-256 %s, impound streamed %d bytes (image SHA-256 %s): %w",
-			rcpt.Size, rcpt.SHA256, storedSize, ev.Hashes[SHA256], ErrStoredMismatch)
+	if r.storeHashed {
+		ev.Hashes[SHA256] = rcpt.SHA256
+	}
+	if rcpt.Size != storedSize || (r.storeHashed && rcpt.Size != r.size) {
+		return nil, fmt.Errorf("acquire: vault stored %d bytes, impound streamed %d bytes of a %d-byte image: %w",
+			rcpt.Size, storedSize, r.size, ErrStoredMismatch)
+	}
+	if !validSHA256(ev.Hashes[SHA256]) {
+		return nil, fmt.Errorf("acquire: vault returned SHA-256 %q for the image: %w", ev.Hashes[SHA256], ErrStoredMismatch)
 	}
 	mapText, _ := r.blocks.MarshalText()
 	ev.BlockMap, err = putAll(ctx, r.dst, r.opts.Key+".blockmap", mapText, r.opts.Put)
@@ -377,16 +393,20 @@ func (r *runner) pipeline(ctx context.Context) error {
 		})
 	}
 
-	// Ordered stages: the first hash stage also adds Merkle leaves and
-	// records the block map; every other hash runs in its own goroutine.
+	// Ordered stages: the first waits for each block and adds its Merkle
+	// leaf; every whole-image hash computed here runs in its own goroutine
+	// (the first in the first stage).
 	resumable := r.opts.StateDir != ""
 	in := (<-chan *item)(order)
-	for k := range r.hashers {
+	for k := range max(1, len(r.hashers)) {
 		out := make(chan *item, 4)
 		src := in
 		g.Go(func() error {
 			defer close(out)
-			h := r.hashers[k]
+			var h hash.Hash
+			if k < len(r.hashers) {
+				h = r.hashers[k].h
+			}
 			for it := range src {
 				if k == 0 {
 					if it.done != nil {
@@ -401,16 +421,20 @@ func (r *runner) pipeline(ctx context.Context) error {
 					}
 					r.merkle.add(it.leaf)
 				}
-				h.h.Write(it.data)
+				if resumable && it.states == nil {
+					it.states = make([][]byte, len(r.hashers)+1)
+				}
+				if h != nil {
+					h.Write(it.data)
+					if resumable {
+						st, err := marshalHash(h)
+						if err != nil {
+							return err
+						}
+						it.states[k] = st
+					}
+				}
 				if resumable {
-					if it.states == nil {
-						it.states = make([][]byte, len(r.hashers)+1)
-					}
-					st, err := marshalHash(h.h)
-					if err != nil {
-						return err
-					}
-					it.states[k] = st
 					if k == 0 {
 						it.states[len(r.hashers)], _ = r.merkle.MarshalBinary()
 					}
@@ -457,4 +481,17 @@ func (r *runner) pipeline(ctx context.Context) error {
 		return nil
 	})
 	return g.Wait()
+}
+
+// validSHA256 says whether s is a SHA-256 in lowercase hex.
+func validSHA256(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for _, c := range s {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }

@@ -196,3 +196,50 @@ func TestParseHashes(t *testing.T) {
 		t.Fatalf("crc32: %v", err)
 	}
 }
+
+// lyingStore is a memory vault whose receipts misreport the object.
+type lyingStore struct {
+	vault.Store
+	lie func(*vault.Receipt)
+}
+
+type lyingWriter struct {
+	vault.Writer
+	lie func(*vault.Receipt)
+}
+
+func (s lyingStore) Create(ctx context.Context, key string, opts vault.PutOptions) (vault.Writer, error) {
+	w, err := s.Store.Create(ctx, key, opts)
+	return lyingWriter{w, s.lie}, err
+}
+
+func (w lyingWriter) Commit() (*vault.Receipt, error) {
+	r, err := w.Writer.Commit()
+	if err == nil {
+		c := *r
+		w.lie(&c)
+		r = &c
+	}
+	return r, err
+}
+
+// TestStoredMismatch: a raw image's SHA-256 is the vault's; a receipt
+// whose size differs from what was streamed, or whose SHA-256 is not one,
+// fails the acquisition instead of becoming evidence.
+func TestStoredMismatch(t *testing.T) {
+	path := tempFile(t, "f")
+	if err := os.WriteFile(path, randomBytes(4, 3*BlockSize+7), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for name, lie := range map[string]func(*vault.Receipt){
+		"size":   func(r *vault.Receipt) { r.Size-- },
+		"sha256": func(r *vault.Receipt) { r.SHA256 = "" },
+	} {
+		t.Run(name, func(t *testing.T) {
+			ev, err := acquireFile(t, path, lyingStore{vault.NewMemory(), lie}, nil)
+			if !errors.Is(err, ErrStoredMismatch) || ev != nil {
+				t.Fatalf("Run = %v, %v; want ErrStoredMismatch", ev, err)
+			}
+		})
+	}
+}

@@ -287,10 +287,15 @@ type localWriter struct {
 	l  *local
 	id string
 
-	f    *os.File
-	h    hash.Hash
-	size int64
+	f       *os.File
+	h       hash.Hash
+	size    int64
+	flushed int64 // bytes whose write-back was started (writeBehind)
 }
+
+// concurrentHashMin is the smallest write whose hashing runs beside the
+// write system call rather than after it.
+const concurrentHashMin = 64 << 10
 
 func (w *localWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
@@ -298,10 +303,33 @@ func (w *localWriter) Write(p []byte) (int, error) {
 	if err := w.writable(); err != nil {
 		return 0, err
 	}
-	n, err := w.f.Write(p)
-	w.h.Write(p[:n])
+	var n int
+	var err error
+	if len(p) < concurrentHashMin {
+		n, err = w.f.Write(p)
+		w.h.Write(p[:n])
+	} else {
+		// Hash while the kernel copies: the SHA-256 of a large write costs
+		// about as much as the copy into the page cache, and with a spare
+		// core the two overlap. Both only read p, and neither keeps it
+		// after Write returns.
+		done := make(chan struct{})
+		go func() {
+			w.h.Write(p)
+			close(done)
+		}()
+		n, err = w.f.Write(p)
+		<-done
+	}
 	w.size += int64(n)
+	if err == nil {
+		err = w.writeBehind()
+	}
 	if err != nil {
+		// The file and the hash may now disagree (a short write was hashed
+		// whole): nothing written through this writer can be committed.
+		// Resume from the last Checkpoint instead.
+		w.broken = err
 		return n, fmt.Errorf("vault: write %s: %w", w.key, err)
 	}
 	return n, nil
