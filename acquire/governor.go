@@ -35,12 +35,21 @@ type GovernorOptions struct {
 	// per DecreaseEvery, so a burst of throttled requests cuts it once).
 	Decrease      float64
 	DecreaseEvery time.Duration
+	// Headroom is the fraction of each quota (AccountRate, SnapshotRate,
+	// ListRate) that requests are paced at. AWS meters a quota with its own
+	// bucket; requests sent at exactly the quota reach it with network
+	// jitter, drain that bucket as often as they refill it, and are
+	// throttled every few hundred milliseconds, each throttle halving the
+	// rate. A little headroom keeps AWS's bucket full. 1 paces at the quota.
+	Headroom float64
 }
 
-// NewGovernorOptions returns AWS's default quotas, a floor of 10 req/s, +100
-// req/s per second without throttling and halving on throttling.
+// NewGovernorOptions returns AWS's default quotas paced at 95%, a floor of
+// 10 req/s, +100 req/s per second without throttling and halving on
+// throttling.
 func NewGovernorOptions() GovernorOptions {
 	return GovernorOptions{
+		Headroom:      0.95,
 		AccountRate:   DefaultAccountRate,
 		SnapshotRate:  DefaultSnapshotRate,
 		ListRate:      DefaultListRate,
@@ -85,14 +94,17 @@ func NewGovernor(opts GovernorOptions) *Governor {
 	if opts.DecreaseEvery <= 0 {
 		opts.DecreaseEvery = d.DecreaseEvery
 	}
+	if opts.Headroom <= 0 || opts.Headroom > 1 {
+		opts.Headroom = d.Headroom
+	}
 	return &Governor{
 		opts:    opts,
-		account: newAIMD(opts.AccountRate, opts),
-		list:    newAIMD(opts.ListRate, opts),
+		account: newAIMD(opts.AccountRate*opts.Headroom, opts),
+		list:    newAIMD(opts.ListRate*opts.Headroom, opts),
 	}
 }
 
-func (g *Governor) snapshot() *aimd { return newAIMD(g.opts.SnapshotRate, g.opts) }
+func (g *Governor) snapshot() *aimd { return newAIMD(g.opts.SnapshotRate*g.opts.Headroom, g.opts) }
 
 // aimd is a token bucket whose rate goes up additively while requests pass
 // and down multiplicatively when they are throttled.

@@ -71,3 +71,19 @@ func TestGovernorPacesRequests(t *testing.T) {
 		t.Fatalf("%d requests passed in 0.5 s with an account budget of 100/s", n)
 	}
 }
+
+// TestGovernorHeadroom: requests are paced at 95% of each quota by default,
+// at the quota itself with Headroom 1.
+func TestGovernorHeadroom(t *testing.T) {
+	g := NewGovernor(NewGovernorOptions())
+	if s, a, l := g.snapshot().rate(), g.account.rate(), g.list.rate(); s != 950 || a != 950 || l != 47.5 {
+		t.Fatalf("default pacing: snapshot %v, account %v, list %v req/s; want 950, 950, 47.5", s, a, l)
+	}
+	o := NewGovernorOptions()
+	o.Headroom = 1
+	o.SnapshotRate = 400
+	g = NewGovernor(o)
+	if s := g.snapshot().rate(); s != 400 {
+		t.Fatalf("Headroom 1, SnapshotRate 400: paced at %v req/s", s)
+	}
+}
