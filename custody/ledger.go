@@ -25,10 +25,10 @@ type reader interface {
 
 // store is what writing a ledger needs of a vault.Store: write-once
 // objects (committing different content at an existing key fails with
-// vault.ErrExists).
+// vault.ErrExists), which is also all vault.PutAll needs.
 type store interface {
 	reader
-	Create(ctx context.Context, key string, opts vault.PutOptions) (vault.Writer, error)
+	vault.Creator
 }
 
 var _ store = vault.Store(nil)
@@ -39,8 +39,8 @@ type Options struct {
 	// legal hold). The zero value is the store's default retention.
 	Put vault.PutOptions
 	// DeferCheckpoints stops Append from signing a checkpoint after each
-	// entry; the caller then calls Checkpoint. Until it does, new entries are
-	// not covered by a signature.
+	// entry, and AppendAll after each batch; the caller then calls
+	// Checkpoint. Until it does, new entries are not covered by a signature.
 	DeferCheckpoints bool
 	// Concurrency is the number of objects read at once on Open and Verify.
 	Concurrency int
@@ -234,21 +234,94 @@ func (l *Ledger) hashReader() tlog.HashReader {
 func (l *Ledger) Append(ctx context.Context, e Entry) (Recorded, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	rec, err := l.appendLocked(ctx, e)
-	if err != nil {
+	recs, err := l.appendSigned(ctx, []Entry{e}, l.writeOne)
+	if len(recs) == 0 {
 		return Recorded{}, err
 	}
-	if !l.opts.DeferCheckpoints {
-		if err := l.checkpointLocked(ctx); err != nil {
-			return rec, fmt.Errorf("custody: case %s: entry %d written but not yet signed (%w; call Checkpoint, do not append it again): %w", l.caseID, rec.Seq, ErrUnsigned, err)
-		}
-	}
-	return rec, nil
+	return recs[0], err
 }
 
-func (l *Ledger) appendLocked(ctx context.Context, e Entry) (Recorded, error) {
+// AppendAll records es as the next entries, in order, as Append would one
+// by one, but writes them as one batch (vault.PutAll: on the local store,
+// one filesystem sync for the whole batch) and, unless
+// Options.DeferCheckpoints, signs one checkpoint covering them all. Only the
+// first entry of a case may be a CaseOpened. If another writer takes one of
+// the sequence numbers, AppendAll keeps the entries written before it,
+// re-reads the other writer's entries and appends the rest after them.
+//
+// The Recorded returned are those of the entries written, a prefix of es,
+// also when an error is returned: those entries are recorded and must not
+// be appended again; the others were not. An error wrapping ErrUnsigned
+// means entries were written but not checkpointed: call Checkpoint later.
+//
+// The checkpoint is written only once the batch is durable. A crash before
+// it leaves a prefix of the batch, unsigned, in a vault on S3 or on a local
+// filesystem that journals its metadata; on one without a metadata journal
+// it may leave a gap, which Open reports as a missing entry: use Append
+// there (see vault.PutAll).
+func (l *Ledger) AppendAll(ctx context.Context, es []Entry) ([]Recorded, error) {
+	if len(es) == 0 {
+		return nil, nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.appendSigned(ctx, es, l.writeAll)
+}
+
+// writeFunc writes encoded entries, in order, and returns how many of them
+// (a prefix) it stored before an error.
+type writeFunc func(ctx context.Context, objs []vault.Object) (int, error)
+
+// writeOne writes the first entry alone: Append's way, each object synced
+// on its own, so that a single entry never waits for other data on the
+// filesystem.
+func (l *Ledger) writeOne(ctx context.Context, objs []vault.Object) (int, error) {
+	if err := writeOnce(ctx, l.store, objs[0].Key, objs[0].Data, l.opts.Put); err != nil {
+		return 0, err
+	}
+	return 1, nil
+}
+
+// writeAll writes every entry as one batch.
+func (l *Ledger) writeAll(ctx context.Context, objs []vault.Object) (int, error) {
+	rs, err := vault.PutAll(ctx, l.store, objs, l.opts.Put)
+	return len(rs), err
+}
+
+// appendSigned appends es and, unless checkpoints are deferred, checkpoints
+// what was written, also when an error stopped the batch part way.
+func (l *Ledger) appendSigned(ctx context.Context, es []Entry, write writeFunc) ([]Recorded, error) {
+	recs, err := l.appendLocked(ctx, es, write)
+	if len(recs) == 0 || l.opts.DeferCheckpoints {
+		return recs, err
+	}
+	if cerr := l.checkpointLocked(ctx); cerr != nil {
+		what, it := fmt.Sprintf("entry %d", recs[0].Seq), "it"
+		if len(recs) > 1 {
+			what, it = fmt.Sprintf("entries %d to %d", recs[0].Seq, recs[len(recs)-1].Seq), "them"
+		}
+		cerr = fmt.Errorf("custody: case %s: %s written but not yet signed (%w; call Checkpoint, do not append %s again): %w", l.caseID, what, ErrUnsigned, it, cerr)
+		if err == nil {
+			return recs, cerr
+		}
+		return recs, errors.Join(err, cerr)
+	}
+	return recs, err
+}
+
+// pending is an entry ready to be placed in the chain: everything but its
+// sequence number, previous hash and time is set, its details encoded.
+type pending struct {
+	e       Entry
+	details []byte
+}
+
+// prepare fills what an entry's place in the chain does not change: its
+// outcome, its error text (truncated), the case key of a CaseOpened, its
+// case; and encodes its details.
+func (l *Ledger) prepare(e Entry) (pending, error) {
 	if e.Details == nil {
-		return Recorded{}, fmt.Errorf("custody: append to case %s: entry has no details", l.caseID)
+		return pending{}, fmt.Errorf("custody: append to case %s: entry has no details", l.caseID)
 	}
 	if e.Outcome == "" {
 		e.Outcome = Succeeded
@@ -269,66 +342,148 @@ func (l *Ledger) appendLocked(ctx context.Context, e Entry) (Recorded, error) {
 	}
 	details, err := encodeDetails(e.Details)
 	if err != nil {
-		return Recorded{}, fmt.Errorf("custody: append to case %s: %w", l.caseID, err)
+		return pending{}, fmt.Errorf("custody: append to case %s: %w", l.caseID, err)
 	}
 	e.Case = l.caseID
-	log := zerolog.Ctx(ctx)
-	for {
-		if err := ctx.Err(); err != nil {
-			return Recorded{}, err
+	return pending{e: e, details: details}, nil
+}
+
+// place makes p entry seq following the entry with leaf hash prev and time
+// prevTime, and returns its encoding.
+func (l *Ledger) place(p *pending, seq int64, prev tlog.Hash, prevTime time.Time) ([]byte, error) {
+	p.e.Seq = seq
+	p.e.Prev = prev
+	p.e.Time = l.opts.Now().UTC()
+	if p.e.Time.Before(prevTime) {
+		p.e.Time = prevTime // entries never go back in time, even across writers' clocks
+	}
+	b, err := formatEntry(&p.e, p.details)
+	if err != nil {
+		return nil, fmt.Errorf("custody: append to case %s: %w", l.caseID, err)
+	}
+	return b, nil
+}
+
+// admit checks that an entry, a CaseOpened or not, may be entry l.n: entry
+// 0 and only entry 0 is a CaseOpened.
+func (l *Ledger) admit(ctx context.Context, opening bool) error {
+	if l.n == 0 && !opening {
+		// Someone may have opened the case since we looked.
+		if err := l.refresh(ctx); err != nil {
+			return err
 		}
-		opening := e.Kind() == KindCaseOpened
-		if l.n == 0 && !opening {
-			// Someone may have opened the case since we looked.
-			if err := l.refresh(ctx); err != nil {
-				return Recorded{}, err
-			}
-			if l.n == 0 {
-				return Recorded{}, fmt.Errorf("%w (case %s)", ErrNoCase, l.caseID)
-			}
+		if l.n == 0 {
+			return fmt.Errorf("%w (case %s)", ErrNoCase, l.caseID)
 		}
-		if l.n > 0 && opening {
-			return Recorded{}, fmt.Errorf("%w (case %s)", ErrCaseExists, l.caseID)
-		}
-		e.Seq = l.n
-		e.Prev = l.last
-		e.Time = l.opts.Now().UTC()
-		if e.Time.Before(l.lastTime) {
-			e.Time = l.lastTime // entries never go back in time, even across writers' clocks
-		}
-		b, err := formatEntry(&e, details)
+	}
+	if l.n > 0 && opening {
+		return fmt.Errorf("%w (case %s)", ErrCaseExists, l.caseID)
+	}
+	return nil
+}
+
+// appendLocked appends es in order with write and returns the Recorded of
+// those written, a prefix of es, also with an error. When another writer
+// took a sequence number, the entries written before it are kept, the
+// others' entries read, and the rest chained after them and written again.
+func (l *Ledger) appendLocked(ctx context.Context, es []Entry, write writeFunc) ([]Recorded, error) {
+	ps := make([]pending, len(es))
+	for i, e := range es {
+		p, err := l.prepare(e)
 		if err != nil {
-			return Recorded{}, fmt.Errorf("custody: append to case %s: %w", l.caseID, err)
+			return nil, err
 		}
-		err = writeOnce(ctx, l.store, entryKey(l.caseID, e.Seq), b, l.opts.Put)
-		if err == nil {
-			if err := l.accept(b); err != nil {
-				return Recorded{}, fmt.Errorf("custody: case %s: entry %d: %w", l.caseID, e.Seq, err)
+		if i > 0 && p.e.Kind() == KindCaseOpened {
+			return nil, fmt.Errorf("%w (case %s): a case-opened entry can only be the first", ErrCaseExists, l.caseID)
+		}
+		ps[i] = p
+	}
+	recs := make([]Recorded, 0, len(ps))
+	log := zerolog.Ctx(ctx)
+	alone := false // write the next entry on its own (see below)
+	for len(ps) > 0 {
+		if err := ctx.Err(); err != nil {
+			return recs, err
+		}
+		if err := l.admit(ctx, ps[0].e.Kind() == KindCaseOpened); err != nil {
+			return recs, err
+		}
+		w, objs := write, make([]vault.Object, len(ps))
+		if alone {
+			w, objs = l.writeOne, objs[:1]
+		}
+		prev, prevTime := l.last, l.lastTime
+		for i := range objs {
+			b, err := l.place(&ps[i], l.n+int64(i), prev, prevTime)
+			if err != nil {
+				return recs, err
 			}
-			log.Debug().Str("case", l.caseID).Int64("seq", e.Seq).Str("kind", string(e.Kind())).Msg("custody entry written")
-			return Recorded{Seq: e.Seq, Hash: l.last, Time: e.Time}, nil
+			objs[i] = vault.Object{Key: entryKey(l.caseID, ps[i].e.Seq), Data: b}
+			prev, prevTime = EntryHash(b), ps[i].e.Time
 		}
-		if !errors.Is(err, vault.ErrExists) {
-			// The write may have landed although its answer was lost: if the
-			// key holds exactly our bytes, the entry is recorded.
-			if got, rerr := readObject(ctx, l.store, entryKey(l.caseID, e.Seq), MaxEntrySize); rerr == nil && bytes.Equal(got, b) {
-				if err := l.accept(b); err != nil {
-					return Recorded{}, fmt.Errorf("custody: case %s: entry %d: %w", l.caseID, e.Seq, err)
+		stored, err := w(ctx, objs)
+		for i := range stored {
+			if err := l.acceptOwn(ctx, &ps[i].e, objs[i].Data, &recs); err != nil {
+				return recs, err
+			}
+		}
+		ps, objs = ps[stored:], objs[stored:]
+		alone = false
+		switch {
+		case err == nil && stored == 0:
+			return recs, fmt.Errorf("custody: case %s: write entry %d: the store stored nothing and reported no error", l.caseID, ps[0].e.Seq)
+		case err == nil:
+			continue
+		case len(objs) == 0:
+			return recs, fmt.Errorf("custody: case %s: %w", l.caseID, err)
+		case !errors.Is(err, vault.ErrExists):
+			// Writes may have landed although their answer was lost (or the
+			// store could not confirm them): the entries whose keys hold
+			// exactly our bytes are recorded, and must not be written again
+			// with another time.
+			n := 0
+			for ; n < len(objs); n++ {
+				got, rerr := readObject(ctx, l.store, objs[n].Key, MaxEntrySize)
+				if rerr != nil || !bytes.Equal(got, objs[n].Data) {
+					break
 				}
-				return Recorded{Seq: e.Seq, Hash: l.last, Time: e.Time}, nil
+				if err := l.acceptOwn(ctx, &ps[n].e, objs[n].Data, &recs); err != nil {
+					return recs, err
+				}
 			}
-			return Recorded{}, fmt.Errorf("custody: case %s: write entry %d: %w", l.caseID, e.Seq, err)
+			if n > 0 {
+				ps = ps[n:]
+				continue
+			}
+			return recs, fmt.Errorf("custody: case %s: write entry %d: %w", l.caseID, ps[0].e.Seq, err)
 		}
 		// Lost the race for this sequence number: catch up and retry.
 		before := l.n
 		if err := l.refresh(ctx); err != nil {
-			return Recorded{}, err
+			return recs, err
 		}
 		if l.n == before {
-			return Recorded{}, fmt.Errorf("custody: case %s: entry %d exists but cannot be read back", l.caseID, e.Seq)
+			return recs, fmt.Errorf("custody: case %s: entry %d exists but cannot be read back", l.caseID, ps[0].e.Seq)
 		}
-		log.Debug().Str("case", l.caseID).Int64("lost_seq", e.Seq).Int64("size", l.n).Msg("custody append raced another writer; retrying")
+		log.Debug().Str("case", l.caseID).Int64("lost_seq", ps[0].e.Seq).Int64("size", l.n).Msg("custody append raced another writer; retrying")
+		// A batch takes longer to write than a single entry: against a
+		// writer appending entries one by one, a batch that lost its first
+		// entry could lose again and again. The next entry is then written
+		// on its own, as that writer does, and the rest batched again.
+		alone = stored == 0
 	}
+	return recs, nil
+}
+
+// acceptOwn adds entry e, encoded as b and just written, to the ledger and
+// its Recorded to recs.
+func (l *Ledger) acceptOwn(ctx context.Context, e *Entry, b []byte, recs *[]Recorded) error {
+	if err := l.accept(b); err != nil {
+		return fmt.Errorf("custody: case %s: entry %d: %w", l.caseID, e.Seq, err)
+	}
+	zerolog.Ctx(ctx).Debug().Str("case", l.caseID).Int64("seq", e.Seq).Str("kind", string(e.Kind())).Msg("custody entry written")
+	*recs = append(*recs, Recorded{Seq: e.Seq, Hash: l.last, Time: e.Time})
+	return nil
 }
 
 // refresh reads the entries other writers appended after the known ones.

@@ -472,18 +472,7 @@ func TestEvidenceCheck(t *testing.T) {
 // process, append to one case at once; the result is one gapless log with
 // every entry exactly once.
 func TestConcurrentWriters(t *testing.T) {
-	stores := map[string]func(t *testing.T) store{
-		"fake":   func(t *testing.T) store { return newFakeStore() },
-		"memory": func(t *testing.T) store { return vault.NewMemory() },
-		"local": func(t *testing.T) store {
-			s, err := vault.Open(context.Background(), t.TempDir(), vault.Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			return s
-		},
-	}
-	for name, mk := range stores {
+	for name, mk := range ledgerStores() {
 		t.Run(name, func(t *testing.T) { testConcurrentWriters(t, mk(t), "CONC-1", 8, 20) })
 	}
 }

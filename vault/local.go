@@ -256,21 +256,7 @@ func writeReceiptFile(path string, r *Receipt) error {
 	if err != nil {
 		return err
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o444)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(append(b, '\n'))
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(path)
-	}
-	return err
+	return writeNewFile(path, append(b, '\n'), true)
 }
 
 func syncDir(dir string) error {
@@ -396,23 +382,11 @@ func (w *localWriter) commit() (*Receipt, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("vault: commit %s: %w", w.key, err)
 	}
-	if err := os.Link(l.tmpPath(w.id), final); err != nil {
-		if !errors.Is(err, fs.ErrExist) {
-			return nil, fmt.Errorf("vault: commit %s: %w", w.key, err)
-		}
-		cur, err := l.readReceipt(w.key)
-		if err != nil {
-			return nil, fmt.Errorf("vault: commit %s: compare with stored object: %w", w.key, err)
-		}
-		if cur.SHA256 != sum || cur.Size != w.size {
-			return nil, fmt.Errorf("vault: commit %s: %w", w.key, ErrExists)
-		}
-		// Identical content: an idempotent retry. Make sure the receipt
-		// exists (the first writer may have died between its two links).
-		r = cur
-	}
-	if err := os.Link(tmpReceipt, final+receiptSuffix); err != nil && !errors.Is(err, fs.ErrExist) {
-		return nil, fmt.Errorf("vault: commit %s: receipt: %w", w.key, err)
+	// A key already holding identical content is an idempotent retry; the
+	// receipt is linked too, in case its first writer died between the two
+	// links.
+	if err := l.link(stagedObject{key: w.key, id: w.id, sum: sum, size: w.size}); err != nil {
+		return nil, err
 	}
 	if err := syncDir(dir); err != nil {
 		return nil, fmt.Errorf("vault: commit %s: %w", w.key, err)
