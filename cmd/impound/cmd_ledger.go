@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -298,34 +299,127 @@ func printRecorded(g *globalOptions, caseID string, rec custody.Recorded, what s
 
 func newLedgerNoteCommand(g *globalOptions) *cobra.Command {
 	var o writeOptions
+	var from string
 	cmd := &cobra.Command{
-		Use:   "note --case ID --vault URI TEXT",
+		Use:   "note --case ID --vault URI (TEXT | --from FILE)",
 		Short: "Record an investigator's note in a case's ledger",
-		Args:  exactArgs(1),
+		Long: `Record an investigator's note in a case's ledger: TEXT, or with --from one
+note per non-empty line of FILE ("-" for standard input), recorded in order
+as one batch under one signed checkpoint (a timeline kept during the
+response, observations from a ticket).`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if from != "" {
+				return exactArgs(0)(cmd, args)
+			}
+			return exactArgs(1)(cmd, args)
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := requireCase(cmd, &o.caseOptions); err != nil {
 				return err
 			}
+			if from != "" {
+				notes, err := readNotes(cmd.InOrStdin(), from)
+				if err != nil {
+					return err
+				}
+				return runLedgerNotes(cmd.Context(), g, &o, notes)
+			}
 			if strings.TrimSpace(args[0]) == "" {
 				return usagef("the note is empty")
 			}
-			return runLedgerNote(cmd.Context(), g, &o, args[0])
+			return runLedgerNotes(cmd.Context(), g, &o, []string{args[0]})
 		},
 	}
 	o.AddFlags(cmd.Flags())
+	cmd.Flags().StringVar(&from, "from", "", `record one note per non-empty line of this file ("-": standard input)`)
 	return cmd
 }
 
-func runLedgerNote(ctx context.Context, g *globalOptions, o *writeOptions, text string) error {
+// readNotes reads one note per non-empty line of path ("-": stdin).
+func readNotes(stdin io.Reader, path string) ([]string, error) {
+	r := stdin
+	if path != "-" {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, usagef("--from: %v", err)
+		}
+		defer f.Close()
+		r = f
+	}
+	var notes []string
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), custody.MaxDetailsSize)
+	for sc.Scan() {
+		if t := strings.TrimRight(sc.Text(), "\r"); strings.TrimSpace(t) != "" {
+			notes = append(notes, t)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, usagef("--from %s: %v (notes are one per line, each under %d KiB)", path, err, custody.MaxDetailsSize>>10)
+	}
+	if len(notes) == 0 {
+		return nil, usagef("--from %s holds no note", path)
+	}
+	return notes, nil
+}
+
+// noteBatch is how many notes one AppendAll records: one checkpoint each.
+const noteBatch = 1000
+
+func runLedgerNotes(ctx context.Context, g *globalOptions, o *writeOptions, notes []string) error {
 	l, actor, err := openCaseLedger(ctx, g, o)
 	if err != nil {
 		return err
 	}
-	rec, err := l.Append(ctx, custody.Entry{Actor: actor, Details: custody.Note{Text: text}})
-	if err != nil {
-		return explainLedgerError(o.Case, err)
+	if len(notes) == 1 {
+		rec, err := l.Append(ctx, custody.Entry{Actor: actor, Details: custody.Note{Text: notes[0]}})
+		if err != nil {
+			return explainLedgerError(o.Case, err)
+		}
+		return printRecorded(g, o.Case, rec, "note recorded")
 	}
-	return printRecorded(g, o.Case, rec, "note recorded")
+	var recs []custody.Recorded
+	for len(notes) > 0 {
+		n := min(len(notes), noteBatch)
+		es := make([]custody.Entry, n)
+		for i, t := range notes[:n] {
+			es[i] = custody.Entry{Actor: actor, Details: custody.Note{Text: t}}
+		}
+		got, err := l.AppendAll(ctx, es)
+		recs = append(recs, got...)
+		if err != nil {
+			// What was recorded is printed: those notes must not be
+			// recorded again.
+			_ = printRecordedAll(g, o.Case, recs)
+			return fmt.Errorf("%d of %d notes recorded: %w", len(recs), len(recs)+len(notes)-len(got), explainLedgerError(o.Case, err))
+		}
+		notes = notes[n:]
+	}
+	return printRecordedAll(g, o.Case, recs)
+}
+
+// printRecordedAll reports a batch of entries written.
+func printRecordedAll(g *globalOptions, caseID string, recs []custody.Recorded) error {
+	type rec struct {
+		Seq  int64     `json:"seq"`
+		Hash string    `json:"hash"`
+		Time time.Time `json:"time"`
+	}
+	res := struct {
+		Case    string `json:"case"`
+		Entries []rec  `json:"entries"`
+	}{Case: caseID, Entries: []rec{}}
+	for _, r := range recs {
+		res.Entries = append(res.Entries, rec{r.Seq, base64.StdEncoding.EncodeToString(r.Hash[:]), r.Time})
+	}
+	return g.Print(res, func(w io.Writer) error {
+		if len(recs) == 0 {
+			_, err := fmt.Fprintf(w, "no note recorded: case %s\n", caseID)
+			return err
+		}
+		_, err := fmt.Fprintf(w, "%d notes recorded: case %s entries %d to %d\n", len(recs), caseID, recs[0].Seq, recs[len(recs)-1].Seq)
+		return err
+	})
 }
 
 func explainLedgerError(caseID string, err error) error {
