@@ -10,6 +10,7 @@ func TestAIMD(t *testing.T) {
 	o := NewGovernorOptions()
 	o.DecreaseEvery = 50 * time.Millisecond
 	o.Increase = 1000
+	o.Decrease = 0.5
 	a := newAIMD(1000, o)
 	// A burst of throttling answers cuts the rate once.
 	for range 10 {
@@ -72,18 +73,24 @@ func TestGovernorPacesRequests(t *testing.T) {
 	}
 }
 
-// TestGovernorHeadroom: requests are paced at 95% of each quota by default,
-// at the quota itself with Headroom 1.
+// TestGovernorHeadroom: requests are paced at each quota by default, at
+// the given fraction of it with Headroom.
 func TestGovernorHeadroom(t *testing.T) {
 	g := NewGovernor(NewGovernorOptions())
-	if s, a, l := g.snapshot().rate(), g.account.rate(), g.list.rate(); s != 950 || a != 950 || l != 47.5 {
-		t.Fatalf("default pacing: snapshot %v, account %v, list %v req/s; want 950, 950, 47.5", s, a, l)
+	if s, a, l := g.snapshot().rate(), g.account.rate(), g.list.rate(); s != 1000 || a != 1000 || l != 50 {
+		t.Fatalf("default pacing: snapshot %v, account %v, list %v req/s; want 1000, 1000, 50", s, a, l)
 	}
 	o := NewGovernorOptions()
-	o.Headroom = 1
+	o.Headroom = 0.5
 	o.SnapshotRate = 400
 	g = NewGovernor(o)
-	if s := g.snapshot().rate(); s != 400 {
-		t.Fatalf("Headroom 1, SnapshotRate 400: paced at %v req/s", s)
+	if s, a := g.snapshot().rate(), g.account.rate(); s != 200 || a != 500 {
+		t.Fatalf("Headroom 0.5: snapshot paced at %v, account at %v req/s; want 200, 500", s, a)
+	}
+	if b := g.snapshot().lim.Burst(); b != 1 {
+		t.Fatalf("burst at 200 req/s: %d, want 1", b)
+	}
+	if b := NewGovernor(NewGovernorOptions()).snapshot().lim.Burst(); b != 5 {
+		t.Fatalf("burst at 1,000 req/s: %d, want 5", b)
 	}
 }
