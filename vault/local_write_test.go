@@ -57,14 +57,7 @@ func TestLocalWriteSizes(t *testing.T) {
 // the file and the running hash may disagree, so the writer refuses to
 // commit or checkpoint; Abort leaves nothing.
 func TestLocalWriteErrorBreaksWriter(t *testing.T) {
-	dir := t.TempDir()
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=1m"); err != nil {
-		if os.Getenv("IMPOUND_TEST_REQUIRE_SERVERS") == "1" && os.Geteuid() == 0 {
-			t.Fatalf("mount a 1 MiB tmpfs: %v", err)
-		}
-		t.Skipf("cannot mount a 1 MiB tmpfs to fill (needs root): %v", err)
-	}
-	t.Cleanup(func() { syscall.Unmount(dir, 0) })
+	dir := mountTmpfs(t)
 	ctx := context.Background()
 	st, err := Open(ctx, dir, testOptions())
 	if err != nil {

@@ -103,17 +103,24 @@ func TestMinIOExpiredCredentials(t *testing.T) {
 	}
 }
 
-// TestLocalFullDisk: on a full filesystem a put fails with the disk's error
-// and leaves neither an object, nor a receipt, nor a temporary file.
-func TestLocalFullDisk(t *testing.T) {
+// mountTmpfs mounts a 1 MiB tmpfs (root only) and returns its directory.
+func mountTmpfs(t *testing.T) string {
+	t.Helper()
 	dir := t.TempDir()
 	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=1m"); err != nil {
 		if os.Getenv("IMPOUND_TEST_REQUIRE_SERVERS") == "1" && os.Geteuid() == 0 {
 			t.Fatalf("mount a 1 MiB tmpfs: %v", err)
 		}
-		t.Skipf("cannot mount a 1 MiB tmpfs to fill (needs root): %v", err)
+		t.Skipf("cannot mount a 1 MiB tmpfs (needs root): %v", err)
 	}
 	t.Cleanup(func() { syscall.Unmount(dir, 0) })
+	return dir
+}
+
+// TestLocalFullDisk: on a full filesystem a put fails with the disk's error
+// and leaves neither an object, nor a receipt, nor a temporary file.
+func TestLocalFullDisk(t *testing.T) {
+	dir := mountTmpfs(t)
 	ctx := context.Background()
 	st, err := Open(ctx, dir, testOptions())
 	if err != nil {

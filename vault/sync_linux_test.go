@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 
@@ -64,12 +63,7 @@ func TestOrdersMetadata(t *testing.T) {
 		}
 	})
 	t.Run("tmpfs", func(t *testing.T) {
-		dir := t.TempDir()
-		if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=1m"); err != nil {
-			testenv.SkipOrFail(t, fmt.Sprintf("mount tmpfs: %v", err))
-		}
-		t.Cleanup(func() { syscall.Unmount(dir, 0) })
-		if !ordersMetadata(dir) {
+		if dir := mountTmpfs(t); !ordersMetadata(dir) {
 			t.Fatal("tmpfs reported as not ordering metadata")
 		}
 	})
