@@ -255,10 +255,9 @@ func (l *Ledger) Append(ctx context.Context, e Entry) (Recorded, error) {
 // means entries were written but not checkpointed: call Checkpoint later.
 //
 // The checkpoint is written only once the batch is durable. A crash before
-// it leaves a prefix of the batch, unsigned, in a vault on S3 or on a local
-// filesystem that journals its metadata; on one without a metadata journal
-// it may leave a gap, which Open reports as a missing entry: use Append
-// there (see vault.PutAll).
+// it leaves a prefix of the batch, unsigned, never a gap: the local store
+// groups a batch under one sync only on a filesystem that journals its
+// metadata, and stores it entry by entry elsewhere (see vault.PutAll).
 func (l *Ledger) AppendAll(ctx context.Context, es []Entry) ([]Recorded, error) {
 	if len(es) == 0 {
 		return nil, nil
