@@ -102,8 +102,13 @@ type stagedObject struct {
 var _ putAller = (*local)(nil)
 
 func (l *local) putAll(ctx context.Context, objs []Object, opts PutOptions) ([]*Receipt, error) {
+	if len(objs) == 0 {
+		return nil, ctx.Err()
+	}
+	// The vault's directory is made by its first write; the filesystem is
+	// only known once it exists.
 	tmpDir := filepath.Dir(l.tmpPath("x"))
-	if err := os.MkdirAll(tmpDir, 0o755); err != nil && len(objs) > 0 {
+	if err := os.MkdirAll(tmpDir, 0o755); err != nil {
 		return nil, fmt.Errorf("vault: put %s: %w", objs[0].Key, err)
 	}
 	if !ordersMetadata(tmpDir) {
