@@ -10,15 +10,18 @@ type encoder interface {
 	setOutput(w io.Writer)
 	// Write takes the next raw image bytes.
 	Write(p []byte) error
-	// AtBoundary reports whether everything written so far has been
-	// emitted, so the encoder's state plus Offset describe it completely.
+	// AtBoundary reports whether no input is buffered short of a whole
+	// unit (a frame): a resumed run can start at this point of the input.
 	AtBoundary() bool
 	// Offset is the number of output bytes emitted so far.
 	Offset() int64
 	// Mark notes the encoder's position at a boundary, cheaply (it is
-	// taken every few blocks); StateAt serialises the state at a mark not
-	// older than the last one persisted.
+	// taken every few blocks), possibly before the output up to it is
+	// emitted; MarkOffset is the output offset at the mark once it is.
+	// StateAt serialises the state at an emitted mark not older than the
+	// last one persisted.
 	Mark() encMark
+	MarkOffset(m encMark) (int64, bool)
 	StateAt(m encMark) ([]byte, error)
 	// Close emits what remains (a trailer for formats that have one).
 	Close() error
@@ -40,9 +43,10 @@ func newEncoder(kind string, state []byte) (encoder, error) {
 	return nil, fmt.Errorf("acquire: unknown compression %q", kind)
 }
 
-// encMark is an encoder's position at a boundary: its output offset and, for
-// framed formats, the number of frames emitted (its seek table is
-// append-only, so the table at a mark is a prefix of the live one).
+// encMark is an encoder's position at a boundary: for the raw format its
+// output offset; for framed formats the number of frames before it (the
+// seek table is append-only, so the table at a mark is a prefix of the
+// live one).
 type encMark struct {
 	off    int64
 	frames int
@@ -63,6 +67,9 @@ func (e *rawEncoder) Write(p []byte) error {
 func (e *rawEncoder) AtBoundary() bool { return true }
 func (e *rawEncoder) Offset() int64    { return e.off }
 func (e *rawEncoder) Mark() encMark    { return encMark{off: e.off} }
+func (e *rawEncoder) MarkOffset(m encMark) (int64, bool) {
+	return m.off, true
+}
 func (e *rawEncoder) StateAt(m encMark) ([]byte, error) {
 	return fmt.Appendf(nil, "raw %d", m.off), nil
 }

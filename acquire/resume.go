@@ -213,7 +213,7 @@ func (r *runner) resumeFrom(ctx context.Context, st *resumeState) error {
 // boundary is a point where the whole pipeline's state is known.
 type boundary struct {
 	next   int64    // first block after the boundary
-	out    int64    // encoder output bytes at the boundary
+	out    int64    // encoder output bytes at the boundary, once known
 	states [][]byte // hasher states
 	enc    encMark  // encoder position
 }
@@ -238,7 +238,7 @@ func (c *checkpointer) afterBlock(ctx context.Context, it *item) error {
 	if next%boundaryEvery != 0 || !r.enc.AtBoundary() || next == r.nblocks() {
 		return nil
 	}
-	c.pending = append(c.pending, boundary{next: next, out: r.enc.Offset(), states: it.states, enc: r.enc.Mark()})
+	c.pending = append(c.pending, boundary{next: next, states: it.states, enc: r.enc.Mark()})
 	if r.opts.Now().Sub(c.last) < r.opts.CheckpointInterval {
 		return nil
 	}
@@ -247,11 +247,15 @@ func (c *checkpointer) afterBlock(ctx context.Context, it *item) error {
 	if err != nil {
 		return fmt.Errorf("acquire: checkpoint upload: %w", err)
 	}
+	// The latest boundary whose output is emitted and durable in the vault.
 	k := -1
-	for i, b := range c.pending {
-		if b.out <= off {
-			k = i
+	for i := range c.pending {
+		b := &c.pending[i]
+		out, ok := r.enc.MarkOffset(b.enc)
+		if !ok || out > off {
+			break
 		}
+		b.out, k = out, i
 	}
 	if k < 0 {
 		return nil

@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/hex"
+	"errors"
 	"io"
 	"testing"
+
+	"github.com/klauspost/compress/zstd"
 
 	"github.com/impound-ir/impound/acquire/seekable"
 	"github.com/impound-ir/impound/vault"
@@ -103,3 +106,66 @@ func FuzzBlockMap(f *testing.F) {
 		}
 	})
 }
+
+// TestZstdParallelDeterministic: frames compressed several at a time come
+// out in order and byte for byte as a one-frame-at-a-time encoder writes
+// them (resume regenerates output and relies on it), whatever the writes'
+// sizes; a failing output stops the encoder with that error.
+func TestZstdParallelDeterministic(t *testing.T) {
+	data := fsLike(9*FrameSize + 12345)
+	// The reference: each frame alone with the same options, then the table.
+	ref, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(1), zstd.WithEncoderCRC(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []byte
+	var entries []seekable.Entry
+	for off := 0; off < len(data); off += FrameSize {
+		raw := data[off:min(off+FrameSize, len(data))]
+		n := len(want)
+		want = ref.EncodeAll(raw, want)
+		entries = append(entries, seekable.Entry{Compressed: uint32(len(want) - n), Decompressed: uint32(len(raw))})
+	}
+	want = seekable.AppendTable(want, entries)
+
+	for _, step := range []int{BlockSize, 3*FrameSize + 1, 4096} {
+		e, err := newZstdEncoder(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got bytes.Buffer
+		e.setOutput(&got)
+		for off := 0; off < len(data); off += step {
+			if err := e.Write(data[off:min(off+step, len(data))]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := e.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got.Bytes(), want) || e.Offset() != int64(len(want)) {
+			t.Fatalf("writes of %d bytes: %d bytes out (offset %d), want the reference's %d", step, got.Len(), e.Offset(), len(want))
+		}
+	}
+
+	e, err := newZstdEncoder(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	boom := errors.New("disk full")
+	e.setOutput(failWriter{boom})
+	err = e.Write(data)
+	if err == nil {
+		err = e.Close()
+	}
+	if !errors.Is(err, boom) {
+		t.Fatalf("encoder over a failing output: %v, want %v", err, boom)
+	}
+	if err := e.Write(data[:10]); !errors.Is(err, boom) {
+		t.Fatalf("Write after the failure: %v", err)
+	}
+}
+
+type failWriter struct{ err error }
+
+func (f failWriter) Write(p []byte) (int, error) { return 0, f.err }
