@@ -134,6 +134,7 @@ type IncrementalSource struct {
 	pool    sync.Pool // base blocks read ahead of the pipeline's readers
 	mu      sync.Mutex
 	pending map[int64]pendingBlock // base blocks handed to the pipeline, not yet read
+	walkErr error                  // why Blocks failed, once it has
 
 	changed, ebsReads, reused atomic.Int64
 }
@@ -284,7 +285,7 @@ func (s *IncrementalSource) Blocks(ctx context.Context, from int64, fn func(Bloc
 	defer closeBase()
 	defer func() {
 		if err != nil {
-			s.dropPending() // the pipeline has failed: nobody reads them
+			s.failWalk(err) // the pipeline has failed: nobody reads them
 		}
 	}()
 	lh, _ := newLeafHasher(ImplStdlib)
@@ -385,9 +386,14 @@ func (s *IncrementalSource) Blocks(ctx context.Context, from int64, fn func(Bloc
 	return nil
 }
 
-func (s *IncrementalSource) dropPending() {
+// failWalk records why Blocks failed and drops the blocks read ahead. A
+// reader may still ask for one of them before the pipeline stops: it gets
+// the walk's error (an altered base is ErrBaseMismatch from every side),
+// not a puzzle about a block not read ahead.
+func (s *IncrementalSource) failWalk(err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.walkErr = err
 	for i, pb := range s.pending {
 		s.pool.Put(pb.buf)
 		delete(s.pending, i)
@@ -412,8 +418,12 @@ func (s *IncrementalSource) readBlockLeaf(ctx context.Context, b Block, p []byte
 	s.mu.Lock()
 	pb, ok := s.pending[b.Index]
 	delete(s.pending, b.Index)
+	walkErr := s.walkErr
 	s.mu.Unlock()
-	if !ok {
+	switch {
+	case !ok && walkErr != nil:
+		return tlog.Hash{}, false, fmt.Errorf("base block %d: %w", b.Index, walkErr)
+	case !ok:
 		return tlog.Hash{}, false, fmt.Errorf("base block %d was not read ahead", b.Index)
 	}
 	defer s.pool.Put(pb.buf)

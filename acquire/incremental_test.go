@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"sync/atomic"
@@ -269,5 +270,30 @@ func testIncrementalUnrelatedBase(t *testing.T, f *incrementalFixture) {
 	fb.SnapshotID = f.snapB
 	if _, err := NewIncrementalSource(t.Context(), NewEBSClient(f.e.cfg), f.store, fb, f.snapB, nil, fastEBSOptions()); err == nil {
 		t.Fatal("base equal to the snapshot accepted")
+	}
+}
+
+// TestIncrementalReaderAfterFailedWalk: once the walk over the base has
+// failed (here, an altered base), a reader still asking for a base block it
+// was handed gets the walk's error, so the acquisition fails with
+// ErrBaseMismatch whichever goroutine reports first.
+func TestIncrementalReaderAfterFailedWalk(t *testing.T) {
+	s := &IncrementalSource{pending: map[int64]pendingBlock{}}
+	buf := make([]byte, BlockSize)
+	s.pending[7] = pendingBlock{buf: &buf}
+	s.pool.New = func() any { b := make([]byte, BlockSize); return &b }
+	walk := fmt.Errorf("base image has Merkle root 00, its acquisition recorded 11: %w", ErrBaseMismatch)
+	s.failWalk(walk)
+	if len(s.pending) != 0 {
+		t.Fatalf("%d blocks still pending after the walk failed", len(s.pending))
+	}
+	_, _, err := s.readBlockLeaf(t.Context(), Block{Index: 7, Token: baseBlockToken}, make([]byte, BlockSize))
+	if !errors.Is(err, ErrBaseMismatch) || !strings.Contains(err.Error(), "recorded 11") {
+		t.Fatalf("reader after a failed walk: %v, want the walk's ErrBaseMismatch", err)
+	}
+	// Without a failed walk, a block nobody read ahead is a plain error.
+	s = &IncrementalSource{pending: map[int64]pendingBlock{}}
+	if _, _, err := s.readBlockLeaf(t.Context(), Block{Index: 3, Token: baseBlockToken}, make([]byte, BlockSize)); err == nil || errors.Is(err, ErrBaseMismatch) {
+		t.Fatalf("block not read ahead: %v", err)
 	}
 }
