@@ -67,8 +67,10 @@ func TestGovernorPacesRequests(t *testing.T) {
 			n++
 		}
 	}
-	// 0.5 s at 100/s plus the initial burst (2).
-	if n < 40 || n > 60 {
+	// 0.5 s at 100/s plus the initial burst (1). A bucket this small keeps
+	// no tokens across a stall, so a loaded machine may see fewer; never
+	// more.
+	if n < 25 || n > 56 {
 		t.Fatalf("%d requests passed in 0.5 s with an account budget of 100/s", n)
 	}
 }
