@@ -3,7 +3,6 @@ package custody
 import (
 	"context"
 	"fmt"
-	"github.com/impound-ir/impound/internal/testenv"
 	"testing"
 	"time"
 
@@ -11,6 +10,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
+	"github.com/impound-ir/impound/internal/testenv"
 	"github.com/impound-ir/impound/vault"
 )
 
@@ -18,6 +18,26 @@ import (
 // Object Lock (MinIO) through vault.Open("s3://..."): write-once is
 // If-None-Match there, not a lock in this process.
 func TestConcurrentWritersMinIO(t *testing.T) {
+	st := minioStore(t)
+	ctx := context.Background()
+	testConcurrentWriters(t, st, "MINIO-1", 8, 10)
+
+	// The stored ledger is exported and verified offline like any other.
+	signerless, err := Verify(ctx, st, "MINIO-1", VerifyOptions{})
+	if err != nil || signerless.Size != 81 {
+		t.Fatalf("verify from MinIO: %v", err)
+	}
+}
+
+// TestConcurrentAppendAllMinIO: batches against single entries on real S3,
+// where a batch is written object by object, each with If-None-Match.
+func TestConcurrentAppendAllMinIO(t *testing.T) {
+	testConcurrentAppendAll(t, minioStore(t), "MINIO-B", 3, 20, 40)
+}
+
+// minioStore is a vault in a new Object Lock bucket on the test MinIO.
+func minioStore(t *testing.T) vault.Store {
+	t.Helper()
 	endpoint := testenv.Server(t, "IMPOUND_TEST_MINIO_ENDPOINT")
 	cfg := aws.Config{
 		Region:       "us-east-1",
@@ -35,11 +55,5 @@ func TestConcurrentWritersMinIO(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	testConcurrentWriters(t, st, "MINIO-1", 8, 10)
-
-	// The stored ledger is exported and verified offline like any other.
-	signerless, err := Verify(ctx, st, "MINIO-1", VerifyOptions{})
-	if err != nil || signerless.Size != 81 {
-		t.Fatalf("verify from MinIO: %v", err)
-	}
+	return st
 }
