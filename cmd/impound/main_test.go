@@ -1,8 +1,11 @@
 package main
 
 import (
+	"fmt"
 	"os"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/rogpeppe/go-internal/testscript"
 )
@@ -12,6 +15,9 @@ func TestMain(m *testing.M) {
 		"impound": func() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) },
 	})
 }
+
+// scriptRuns numbers the scripts' runs in this process.
+var scriptRuns atomic.Int64
 
 // TestScripts runs the CLI end to end: every testdata/script/*.txt, with
 // impound as a command. Scripts that need test servers use the conditions
@@ -28,6 +34,10 @@ func TestScripts(t *testing.T) {
 				e.Setenv(k, os.Getenv(k))
 			}
 			e.Setenv("USER", "tester")
+			// RUN makes names on the shared test servers (buckets) unique
+			// to this run of this script, so a rerun (-count=2) against
+			// the same MinIO does not find the last run's objects.
+			e.Setenv("RUN", fmt.Sprintf("%x-%d", time.Now().UnixNano()&0xffffffffff, scriptRuns.Add(1)))
 			return nil
 		},
 		Condition: func(cond string) (bool, error) {
