@@ -462,3 +462,46 @@ func testConcurrentAppendAll(t *testing.T, s store, caseID string, batches, size
 	}
 	t.Logf("%d switches between the writers in %d entries", interleaved, len(es))
 }
+
+// TestEntriesFrom: a reader that keeps what it read asks only for what was
+// appended since, by itself or by another writer, checked like Entries.
+func TestEntriesFrom(t *testing.T) {
+	ctx := context.Background()
+	s := newFakeStore()
+	signer := newTestSigner(t, "k")
+	l := openCase(t, s, "FROM-1", signer, Options{})
+	other, err := Open(ctx, s, "FROM-1", signer, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 4 {
+		if _, err := other.Append(ctx, Entry{Actor: Actor{Operator: "o"}, Details: Note{Text: fmt.Sprint("n", i)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	all, err := l.Entries(ctx)
+	if err != nil || len(all) != 5 {
+		t.Fatalf("Entries: %d, %v", len(all), err)
+	}
+	tail, err := l.EntriesFrom(ctx, 3)
+	if err != nil || len(tail) != 2 || tail[0].Seq != 3 || tail[1].Seq != 4 || tail[1].Details.(Note).Text != "n3" {
+		t.Fatalf("EntriesFrom(3) = %d entries, %v", len(tail), err)
+	}
+	if none, err := l.EntriesFrom(ctx, 5); err != nil || len(none) != 0 {
+		t.Fatalf("EntriesFrom(size) = %d entries, %v", len(none), err)
+	}
+	if _, err := l.EntriesFrom(ctx, 6); err == nil {
+		t.Fatal("EntriesFrom past the end succeeded")
+	}
+	// An entry altered in the store after this Ledger read it is refused.
+	k := entryKey("FROM-1", 4)
+	s.mu.Lock()
+	b := append([]byte(nil), s.objects[k]...)
+	b[len(b)-3] ^= 1
+	s.objects[k] = b
+	s.mu.Unlock()
+	var ee *EntryError
+	if _, err := l.EntriesFrom(ctx, 4); !errors.As(err, &ee) || ee.Index != 4 || !errors.Is(err, ErrTampered) {
+		t.Fatalf("EntriesFrom over an altered entry: %v", err)
+	}
+}

@@ -566,7 +566,13 @@ func (l *Ledger) readCheckpoint(ctx context.Context, n int64) ([]byte, error) {
 
 // Entries returns every entry, re-read from the vault and checked against
 // the hashes this Ledger holds.
-func (l *Ledger) Entries(ctx context.Context) ([]*Entry, error) {
+func (l *Ledger) Entries(ctx context.Context) ([]*Entry, error) { return l.EntriesFrom(ctx, 0) }
+
+// EntriesFrom returns the entries from sequence number from on (none when
+// from is the ledger's size), re-read from the vault and checked against
+// the hashes this Ledger holds: a caller that keeps what it read reads only
+// what was appended since.
+func (l *Ledger) EntriesFrom(ctx context.Context, from int64) ([]*Entry, error) {
 	l.mu.Lock()
 	if err := l.refresh(ctx); err != nil {
 		l.mu.Unlock()
@@ -574,20 +580,24 @@ func (l *Ledger) Entries(ctx context.Context) ([]*Entry, error) {
 	}
 	n := l.n
 	l.mu.Unlock()
-	raw, err := readAll(ctx, l.store, l.caseID, n, l.opts.Concurrency)
+	if from < 0 || from > n {
+		return nil, fmt.Errorf("custody: case %s has %d entries, none from %d", l.caseID, n, from)
+	}
+	raw, err := readRange(ctx, l.store, l.caseID, from, n, l.opts.Concurrency)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]*Entry, n)
-	for i, b := range raw {
+	out := make([]*Entry, len(raw))
+	for k, b := range raw {
+		i := from + int64(k)
 		l.mu.Lock()
-		want := l.hashes[tlog.StoredHashIndex(0, int64(i))]
+		want := l.hashes[tlog.StoredHashIndex(0, i)]
 		l.mu.Unlock()
 		if EntryHash(b) != want {
-			return nil, &EntryError{Index: int64(i), Err: fmt.Errorf("%w: entry changed since it was read", ErrTampered)}
+			return nil, &EntryError{Index: i, Err: fmt.Errorf("%w: entry changed since it was read", ErrTampered)}
 		}
-		if out[i], err = ParseEntry(b); err != nil {
-			return nil, &EntryError{Index: int64(i), Err: err}
+		if out[k], err = ParseEntry(b); err != nil {
+			return nil, &EntryError{Index: i, Err: err}
 		}
 	}
 	return out, nil
@@ -658,10 +668,15 @@ func readObject(ctx context.Context, s reader, key string, limit int64) ([]byte,
 
 // readAll reads entries 0..n-1, concurrency at a time.
 func readAll(ctx context.Context, s reader, caseID string, n int64, concurrency int) ([][]byte, error) {
-	out := make([][]byte, n)
+	return readRange(ctx, s, caseID, 0, n, concurrency)
+}
+
+// readRange reads entries from..n-1, concurrency at a time.
+func readRange(ctx context.Context, s reader, caseID string, from, n int64, concurrency int) ([][]byte, error) {
+	out := make([][]byte, n-from)
 	g, ctx := errgroup.WithContext(ctx)
 	g.SetLimit(concurrency)
-	for i := range n {
+	for i := from; i < n; i++ {
 		g.Go(func() error {
 			b, err := readObject(ctx, s, entryKey(caseID, i), MaxEntrySize)
 			if err != nil {
@@ -670,7 +685,7 @@ func readAll(ctx context.Context, s reader, caseID string, n int64, concurrency 
 				}
 				return fmt.Errorf("read entry %d: %w", i, err)
 			}
-			out[i] = b
+			out[i-from] = b
 			return nil
 		})
 	}

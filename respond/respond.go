@@ -28,6 +28,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -126,6 +127,24 @@ type Case struct {
 	signer custody.Signer
 	o      Options
 	gov    *acquire.Governor
+
+	mu   sync.Mutex
+	read []*custody.Entry // the ledger's entries read so far (see entries)
+}
+
+// entries returns every entry of the case's ledger, reading from the vault
+// only those appended since the last call: the stages rebuild the case's
+// state from the ledger before each step, and a long ledger (a timeline of
+// thousands of notes) is not read again each time.
+func (c *Case) entries(ctx context.Context) ([]*custody.Entry, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	more, err := c.ledger.EntriesFrom(ctx, int64(len(c.read)))
+	if err != nil {
+		return nil, err
+	}
+	c.read = append(c.read, more...)
+	return c.read[:len(c.read):len(c.read)], nil
 }
 
 // Open opens the case's ledger, writing its first entry if it is new. An
@@ -146,7 +165,7 @@ func Open(ctx context.Context, acc Accounts, store vault.Store, signer custody.S
 	}
 	c := &Case{acc: acc, store: store, ledger: l, signer: signer, o: o, gov: acquire.NewGovernor(o.Governor)}
 	if l.Size() > 0 {
-		entries, err := l.Entries(ctx)
+		entries, err := c.entries(ctx)
 		if err != nil {
 			return nil, err
 		}
@@ -263,7 +282,7 @@ type state struct {
 }
 
 func (c *Case) state(ctx context.Context) (*state, error) {
-	entries, err := c.ledger.Entries(ctx)
+	entries, err := c.entries(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("read the ledger of case %s: %w", c.o.CaseID, err)
 	}
