@@ -225,7 +225,7 @@ func (r *runner) run(ctx context.Context) (ev *Evidence, err error) {
 		return nil, fmt.Errorf("acquire: vault returned SHA-256 %q for the image: %w", ev.Hashes[SHA256], ErrStoredMismatch)
 	}
 	mapText, _ := r.blocks.MarshalText()
-	ev.BlockMap, err = putAll(ctx, r.dst, r.opts.Key+".blockmap", mapText, r.opts.Put)
+	ev.BlockMap, err = vault.PutBytes(ctx, r.dst, r.opts.Key+".blockmap", mapText, r.opts.Put)
 	if err != nil {
 		return nil, fmt.Errorf("acquire: store block map: %w", err)
 	}
@@ -240,20 +240,6 @@ func (r *runner) run(ctx context.Context) (ev *Evidence, err error) {
 	log.Info().Str("sha256", ev.Hashes[SHA256]).Str("merkle_root", ev.MerkleRoot).
 		Str("version_id", rcpt.VersionID).Dur("took", ev.Finished.Sub(ev.Started)).Msg("acquisition stored")
 	return ev, nil
-}
-
-// putAll stores a small object.
-func putAll(ctx context.Context, dst Store, key string, data []byte, opts vault.PutOptions) (*vault.Receipt, error) {
-	opts.SizeHint = int64(len(data))
-	w, err := dst.Create(ctx, key, opts)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := w.Write(data); err != nil {
-		w.Abort()
-		return nil, err
-	}
-	return w.Commit()
 }
 
 // open prepares the hashers, encoder and vault writer, fresh or resumed.

@@ -118,7 +118,7 @@ func Open(ctx context.Context, s store, caseID string, signer Signer, opts Optio
 			return nil, fmt.Errorf("custody: open case %s: %w", caseID, &MissingEntryError{Index: int64(i)})
 		}
 	}
-	raw, err := readAll(ctx, s, caseID, int64(len(keys)), l.opts.Concurrency)
+	raw, err := readRange(ctx, s, caseID, 0, int64(len(keys)), l.opts.Concurrency)
 	if err != nil {
 		return nil, fmt.Errorf("custody: open case %s: %w", caseID, err)
 	}
@@ -635,17 +635,8 @@ func (l *Ledger) ProveInclusion(ctx context.Context, seq int64) ([]byte, error) 
 
 // writeOnce stores b at key, write-once.
 func writeOnce(ctx context.Context, s store, key string, b []byte, opts vault.PutOptions) error {
-	w, err := s.Create(ctx, key, opts)
-	if err != nil {
-		return err
-	}
-	if _, err := w.Write(b); err != nil {
-		return errors.Join(err, w.Abort())
-	}
-	if _, err := w.Commit(); err != nil {
-		return err
-	}
-	return nil
+	_, err := vault.PutBytes(ctx, s, key, b, opts)
+	return err
 }
 
 // readObject reads one object of at most limit bytes.
@@ -664,11 +655,6 @@ func readObject(ctx context.Context, s reader, key string, limit int64) ([]byte,
 		return nil, fmt.Errorf("%w: %s is larger than %d bytes", ErrMalformed, key, limit)
 	}
 	return buf.Bytes(), nil
-}
-
-// readAll reads entries 0..n-1, concurrency at a time.
-func readAll(ctx context.Context, s reader, caseID string, n int64, concurrency int) ([][]byte, error) {
-	return readRange(ctx, s, caseID, 0, n, concurrency)
 }
 
 // readRange reads entries from..n-1, concurrency at a time.

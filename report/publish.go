@@ -80,11 +80,11 @@ func Publish(ctx context.Context, l appender, s creator, rep *Report, formats []
 		}
 		put := opts.Put
 		put.ContentType = contentTypes[f]
-		rc, err := store(ctx, s, key, buf.Bytes(), put)
+		rc, err := vault.PutBytes(ctx, s, key, buf.Bytes(), put)
 		if errors.Is(err, vault.ErrExists) {
 			key, err = vault.CaseKey(rep.Case.ID, vault.AreaReports, fmt.Sprintf("report-%d-%s.%s", rep.Ledger.Signed, sha256Hex(buf.Bytes())[:12], f))
 			if err == nil {
-				rc, err = store(ctx, s, key, buf.Bytes(), put)
+				rc, err = vault.PutBytes(ctx, s, key, buf.Bytes(), put)
 			}
 		}
 		if err != nil {
@@ -100,21 +100,4 @@ func Publish(ctx context.Context, l appender, s creator, rep *Report, formats []
 		out = append(out, Published{Format: f, Receipt: rc, Recorded: rec})
 	}
 	return out, nil
-}
-
-// store writes b at key once.
-func store(ctx context.Context, s creator, key string, b []byte, opts vault.PutOptions) (*vault.Receipt, error) {
-	opts.SizeHint = int64(len(b))
-	w, err := s.Create(ctx, key, opts)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := w.Write(b); err != nil {
-		return nil, errors.Join(err, w.Abort())
-	}
-	rc, err := w.Commit()
-	if err != nil {
-		return nil, errors.Join(err, w.Abort())
-	}
-	return rc, nil
 }

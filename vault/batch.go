@@ -64,30 +64,13 @@ func PutAll(ctx context.Context, s Creator, objs []Object, opts PutOptions) ([]*
 func putEach(ctx context.Context, s Creator, objs []Object, opts PutOptions) ([]*Receipt, error) {
 	rs := make([]*Receipt, 0, len(objs))
 	for _, o := range objs {
-		r, err := putObject(ctx, s, o, opts)
+		r, err := PutBytes(ctx, s, o.Key, o.Data, opts)
 		if err != nil {
 			return rs, err
 		}
 		rs = append(rs, r)
 	}
 	return rs, nil
-}
-
-// putObject stores one small object: Create, Write, Commit, and Abort on
-// failure so that nothing is left half-written.
-func putObject(ctx context.Context, s Creator, o Object, opts PutOptions) (*Receipt, error) {
-	w, err := s.Create(ctx, o.Key, opts)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := w.Write(o.Data); err != nil {
-		return nil, errors.Join(fmt.Errorf("vault: put %s: %w", o.Key, err), w.Abort())
-	}
-	r, err := w.Commit()
-	if err != nil {
-		return nil, errors.Join(err, w.Abort())
-	}
-	return r, nil
 }
 
 // stagedObject is one object of a local batch, written with its receipt

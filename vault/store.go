@@ -256,6 +256,26 @@ func Put(ctx context.Context, s Store, key string, r io.Reader, opts PutOptions)
 	return rec, nil
 }
 
+// PutBytes stores b, held whole in memory, at key: Create, Write, Commit;
+// on any error the writer is aborted and no object is left. It is Put for
+// the small objects every package writes (ledger entries, block maps,
+// reports) and needs only a Store's Create.
+func PutBytes(ctx context.Context, s Creator, key string, b []byte, opts PutOptions) (*Receipt, error) {
+	opts.SizeHint = int64(len(b))
+	w, err := s.Create(ctx, key, opts)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := w.Write(b); err != nil {
+		return nil, errors.Join(fmt.Errorf("vault: put %s: %w", key, err), w.Abort())
+	}
+	r, err := w.Commit()
+	if err != nil {
+		return nil, errors.Join(err, w.Abort())
+	}
+	return r, nil
+}
+
 // MismatchError says how a re-read object differs from its receipt. It
 // wraps ErrMismatch.
 type MismatchError struct {
