@@ -32,8 +32,12 @@ type builder struct {
 	operators map[Operator]int
 	// evidence by "key@version", to attach verifications and legal holds.
 	byObject map[string]int
+	// evidence by its block map's "key@version".
+	byBlockMap map[string]int
 	// receipts of evidence, parallel to r.Evidence, for live checks.
 	receipts []vault.Receipt
+	// receipts of block maps, parallel to r.Evidence (nil: none).
+	blockMaps []*vault.Receipt
 }
 
 func objectID(key, version string) string { return key + "@" + version }
@@ -44,6 +48,7 @@ func (b *builder) entry(e *custody.Entry, leaf tlog.Hash, details json.RawMessag
 	if b.operators == nil {
 		b.operators = map[Operator]int{}
 		b.byObject = map[string]int{}
+		b.byBlockMap = map[string]int{}
 	}
 	b.operators[Operator{Name: e.Actor.Operator, CallerARN: e.Actor.CallerARN}]++
 	t := timeFmt(e.Time)
@@ -107,8 +112,14 @@ func (b *builder) entry(e *custody.Entry, leaf tlog.Hash, details json.RawMessag
 	case custody.EvidenceVerified:
 		b.verified(e, t, outcome, d)
 	case custody.LegalHoldChanged:
-		if i, ok := b.byObject[objectID(d.Key, d.VersionID)]; ok && e.Outcome != custody.Failed {
+		if e.Outcome == custody.Failed {
+			break
+		}
+		id := objectID(d.Key, d.VersionID)
+		if i, ok := b.byObject[id]; ok {
 			b.r.Evidence[i].LegalHold = d.On
+		} else if i, ok := b.byBlockMap[id]; ok {
+			b.r.Evidence[i].BlockMap.LegalHold = d.On
 		}
 	case custody.CaseClosed:
 		b.r.Case.Closed = true
@@ -175,8 +186,12 @@ func (b *builder) evidence(e *custody.Entry, t, outcome string, d custody.Eviden
 		ea := &Acquisition{SnapshotID: a.SnapshotID, VolumeID: a.VolumeID, InstanceID: a.InstanceID, Device: a.Device,
 			ImageSize: a.Size, BlockSize: a.BlockSize, Blocks: a.Blocks, WrittenBlocks: a.WrittenBlocks,
 			Compression: a.Compression, Started: a.Started, Finished: a.Finished}
-		if a.BlockMap != nil {
-			ea.BlockMapKey, ea.BlockMapSHA256 = a.BlockMap.Key, a.BlockMap.SHA256
+		if bm := a.BlockMap; bm != nil {
+			ea.BlockMapKey, ea.BlockMapSHA256 = bm.Key, bm.SHA256
+			ev.BlockMap = &BlockMap{URI: bm.URI, Key: bm.Key, VersionID: bm.VersionID, Size: bm.Size, SHA256: bm.SHA256,
+				RetentionMode: bm.RetentionMode, RetainUntil: timeFmt(bm.RetainUntil), LegalHold: bm.LegalHold,
+				Verification: EvidenceCheck{Status: StatusNotVerified, Checks: []Check{}},
+				Commands:     b.objectCommands(*bm)}
 		}
 		if a.Tool != nil {
 			ea.Tool = toolString(*a.Tool)
@@ -185,8 +200,14 @@ func (b *builder) evidence(e *custody.Entry, t, outcome string, d custody.Eviden
 	}
 	ev.Commands = b.evidenceCommands(&ev, rc)
 	b.byObject[objectID(rc.Key, rc.VersionID)] = len(b.r.Evidence)
+	var bm *vault.Receipt
+	if d.Acquisition != nil && d.Acquisition.BlockMap != nil {
+		bm = d.Acquisition.BlockMap
+		b.byBlockMap[objectID(bm.Key, bm.VersionID)] = len(b.r.Evidence)
+	}
 	b.r.Evidence = append(b.r.Evidence, ev)
 	b.receipts = append(b.receipts, rc)
+	b.blockMaps = append(b.blockMaps, bm)
 }
 
 func toolString(t custody.Tool) string {
@@ -197,33 +218,61 @@ func toolString(t custody.Tool) string {
 	return s
 }
 
+// verified attaches an evidence-verified entry to the object it re-read:
+// an evidence object, or the block map of a disk image (recorded in the
+// image's evidence-stored entry). Any other object is a problem.
 func (b *builder) verified(e *custody.Entry, t, outcome string, d custody.EvidenceVerified) {
-	i, ok := b.byObject[objectID(d.Key, d.VersionID)]
-	if !ok {
+	id := objectID(d.Key, d.VersionID)
+	var (
+		checks  *EvidenceCheck
+		size    int64
+		sum, of string
+	)
+	if i, ok := b.byObject[id]; ok {
+		ev := &b.r.Evidence[i]
+		checks, size, sum, of = &ev.Verification, ev.Size, ev.SHA256, "receipt"
+	} else if i, ok := b.byBlockMap[id]; ok {
+		bm := b.r.Evidence[i].BlockMap
+		checks, size, sum, of = &bm.Verification, bm.Size, bm.SHA256, "block map's receipt"
+	} else {
 		b.r.Problems = append(b.r.Problems, Problem{Severity: SeverityWarning, Seq: int64p(e.Seq), Time: t,
 			Kind: string(e.Kind()), Summary: "verification of " + d.Key + " version " + d.VersionID + ", which no evidence-stored entry before it records"})
 		return
 	}
-	ev := &b.r.Evidence[i]
 	c := Check{Method: "ledger", Seq: int64p(e.Seq), Time: t, SHA256: d.SHA256, Outcome: outcome, Error: e.Error}
-	if outcome == string(custody.Succeeded) && (d.SHA256 != ev.SHA256 || d.Size != ev.Size) {
+	if outcome == string(custody.Succeeded) && (d.SHA256 != sum || d.Size != size) {
 		c.Outcome = string(custody.Failed)
-		c.Error = fmt.Sprintf("recorded re-read has %d bytes, SHA-256 %s; the receipt says %d bytes, SHA-256 %s", d.Size, d.SHA256, ev.Size, ev.SHA256)
+		c.Error = fmt.Sprintf("recorded re-read has %d bytes, SHA-256 %s; the %s says %d bytes, SHA-256 %s", d.Size, d.SHA256, of, size, sum)
 	}
-	ev.Verification.Checks = append(ev.Verification.Checks, c)
+	checks.Checks = append(checks.Checks, c)
 }
 
-// verifyLive re-reads every evidence object in the vault.
+// liveTarget is one object verifyLive re-reads and where its check goes.
+type liveTarget struct {
+	rc     *vault.Receipt
+	checks *EvidenceCheck
+	err    error
+}
+
+// verifyLive re-reads every evidence object, and each image's block map,
+// in the vault.
 func (b *builder) verifyLive(ctx context.Context, s vault.Store) error {
-	results := make([]error, len(b.receipts))
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(4)
+	var targets []*liveTarget
 	for i := range b.receipts {
-		if b.r.Evidence[i].Outcome == string(custody.Failed) {
+		ev := &b.r.Evidence[i]
+		if ev.Outcome == string(custody.Failed) {
 			continue
 		}
+		targets = append(targets, &liveTarget{rc: &b.receipts[i], checks: &ev.Verification})
+		if b.blockMaps[i] != nil {
+			targets = append(targets, &liveTarget{rc: b.blockMaps[i], checks: &ev.BlockMap.Verification})
+		}
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(4)
+	for _, tg := range targets {
 		g.Go(func() error {
-			results[i] = vault.Verify(gctx, s, &b.receipts[i])
+			tg.err = vault.Verify(gctx, s, tg.rc)
 			if err := ctx.Err(); err != nil {
 				return err
 			}
@@ -233,21 +282,17 @@ func (b *builder) verifyLive(ctx context.Context, s vault.Store) error {
 	if err := g.Wait(); err != nil {
 		return fmt.Errorf("report: verify evidence: %w", err)
 	}
-	for i, err := range results {
-		ev := &b.r.Evidence[i]
-		if ev.Outcome == string(custody.Failed) {
-			continue
-		}
-		c := Check{Method: "live", Outcome: string(custody.Succeeded), SHA256: ev.SHA256}
-		if err != nil {
+	for _, tg := range targets {
+		c := Check{Method: "live", Outcome: string(custody.Succeeded), SHA256: tg.rc.SHA256}
+		if err := tg.err; err != nil {
 			c.Outcome, c.Error, c.SHA256 = string(custody.Failed), err.Error(), ""
 			var mm *vault.MismatchError
 			if errors.As(err, &mm) {
 				c.SHA256 = mm.GotSHA256
 			}
-			zerolog.Ctx(ctx).Warn().Str("key", ev.Key).Str("version_id", ev.VersionID).Err(err).Msg("evidence does not match its receipt")
+			zerolog.Ctx(ctx).Warn().Str("key", tg.rc.Key).Str("version_id", tg.rc.VersionID).Err(err).Msg("evidence does not match its receipt")
 		}
-		ev.Verification.Checks = append(ev.Verification.Checks, c)
+		tg.checks.Checks = append(tg.checks.Checks, c)
 	}
 	return nil
 }
@@ -306,25 +351,22 @@ func (b *builder) finish(es []*custody.Entry) {
 	b.r.Verification = b.verificationCommands()
 }
 
-// settle decides each evidence object's status and lists problems with it.
+// settle decides each evidence object's (and block map's) status and lists
+// problems with it.
 func (b *builder) settle() {
 	for i := range b.r.Evidence {
 		ev := &b.r.Evidence[i]
 		if ev.Outcome == string(custody.Failed) {
 			ev.Verification.Status = StatusNotVerified
+			if ev.BlockMap != nil {
+				ev.BlockMap.Verification.Status = StatusNotVerified
+			}
 			continue
 		}
-		st := StatusNotVerified
-		for _, c := range ev.Verification.Checks {
-			if c.Outcome == string(custody.Failed) {
-				st = StatusFailed
-				b.r.Problems = append(b.r.Problems, Problem{Severity: SeverityFailed, Seq: c.Seq, Time: c.Time, Kind: "evidence-verified",
-					Summary: fmt.Sprintf("evidence %s version %s does not match its receipt (%s check)", ev.Key, ev.VersionID, c.Method), Error: c.Error})
-				break
-			}
-			st = StatusVerified
+		b.settleChecks(&ev.Verification, fmt.Sprintf("evidence %s version %s does not match its receipt", ev.Key, ev.VersionID))
+		if bm := ev.BlockMap; bm != nil {
+			b.settleChecks(&bm.Verification, fmt.Sprintf("block map %s version %s of evidence %s does not match its receipt", bm.Key, bm.VersionID, ev.Key))
 		}
-		ev.Verification.Status = st
 	}
 	// Failures first, then skips, then warnings; each in ledger order.
 	rank := map[string]int{SeverityFailed: 0, SeveritySkipped: 1, SeverityWarning: 2}
@@ -334,6 +376,22 @@ func (b *builder) settle() {
 		}
 		return int(seqOr(x.Seq) - seqOr(y.Seq))
 	})
+}
+
+// settleChecks sets ec's status: failed at the first failed check (listed
+// as a problem), verified when every check matched, not-verified without any.
+func (b *builder) settleChecks(ec *EvidenceCheck, what string) {
+	st := StatusNotVerified
+	for _, c := range ec.Checks {
+		if c.Outcome == string(custody.Failed) {
+			st = StatusFailed
+			b.r.Problems = append(b.r.Problems, Problem{Severity: SeverityFailed, Seq: c.Seq, Time: c.Time, Kind: "evidence-verified",
+				Summary: fmt.Sprintf("%s (%s check)", what, c.Method), Error: c.Error})
+			break
+		}
+		st = StatusVerified
+	}
+	ec.Status = st
 }
 
 func seqOr(p *int64) int64 {

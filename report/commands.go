@@ -1,6 +1,7 @@
 package report
 
 import (
+	"encoding/base64"
 	"fmt"
 	"path"
 	"strings"
@@ -9,7 +10,7 @@ import (
 )
 
 // ByHandDoc is where checking a checkpoint signature with standard tools is
-// described.
+// explained; Verification.ByHandCommands are those commands for the case's key.
 const ByHandDoc = "docs/ledger.md#checking-a-checkpoint-signature-by-hand-ed25519"
 
 // shellQuote quotes s for a POSIX shell when it holds anything but safe characters.
@@ -76,14 +77,105 @@ func (b *builder) verificationCommands() Verification {
 				cmdline("impound", "ledger", "verify", "--bundle", b.opts.BundleFile, "--key", k, "--checkpoint", "checkpoint.txt")},
 			{"Regenerate this report from the bundle and compare",
 				cmdline("impound", "report", "--case", c, "--bundle", b.opts.BundleFile, "--key", k, "--format", "json", "--out", "regenerated")},
-			{"Check the checkpoint signature with OpenSSL alone: see " + ByHandDoc,
-				"sed -n '1,3p' checkpoint.txt  # the signed body: origin, size, root hash"},
 		},
+		ByHandCommands: b.byHandCommands(),
 	}
+}
+
+// ed25519SPKIPrefix is the DER prefix that makes a raw 32-byte Ed25519 public
+// key a SubjectPublicKeyInfo (RFC 8410), written as printf octal escapes
+// (POSIX printf has no \x).
+const ed25519SPKIPrefix = `\060\052\060\005\006\003\053\145\160\003\041\000`
+
+// byHandCommands check the checkpoint's signature with standard tools
+// (POSIX sh, coreutils, OpenSSL 3), on the files the first two verification
+// commands write: the key file and checkpoint.txt. A checkpoint is a C2SP
+// signed note: the signed text is every line before the blank line, newlines
+// included; the one signature line is "— <key name> <base64>", and the
+// base64 decodes to the 4-byte key hash followed by the signature. Every
+// command exits non-zero when its check fails.
+func (b *builder) byHandCommands() []Command {
+	k := shellQuote(b.opts.KeyFile)
+	hash := shellQuote(b.r.Ledger.KeyHash)
+	extract := Command{
+		Purpose: "Split checkpoint.txt into the signed text (its lines before the blank line, with their newlines) and the signature (the base64 after the key name on its last line: a 4-byte key hash, then the signature)",
+		Command: "sed '/^$/,$d' checkpoint.txt > checkpoint.body &&\n" +
+			"tail -n 1 checkpoint.txt | cut -d' ' -f3 | base64 -d > checkpoint.sig",
+	}
+	sigHash := `test "$(head -c 4 checkpoint.sig | od -An -tx1 | tr -d ' \n')" = ` + hash + " &&\n" +
+		`test "$(cut -d+ -f2 ` + k + `)" = ` + hash + " &&\n"
+	switch keyType(b.r.Ledger.VerifierKey) {
+	case keyEd25519:
+		return []Command{extract, {
+			Purpose: "Convert the verifier key to PEM: its data (after the second '+') is the type byte 0x01 and the 32-byte Ed25519 public key, which a fixed 12-byte DER prefix makes a SubjectPublicKeyInfo",
+			Command: "cut -d+ -f3- " + k + " | base64 -d | tail -c 32 > key.raw &&\n" +
+				"(printf '" + ed25519SPKIPrefix + "'; cat key.raw) | openssl pkey -pubin -inform DER -out key.pem",
+		}, {
+			Purpose: "Check the Ed25519 signature over the signed text; expect “Signature Verified Successfully”",
+			Command: "tail -c 64 checkpoint.sig > checkpoint.sig.raw &&\n" +
+				"openssl pkeyutl -verify -pubin -inkey key.pem -rawin -in checkpoint.body -sigfile checkpoint.sig.raw",
+		}, {
+			Purpose: "Check that the signature and the key file name this key: the signature's first 4 bytes, the key file's key hash and the first 4 bytes of SHA-256(key name, a newline, 0x01, the public key) must all be " + hash + "; expect “key hash OK”",
+			Command: sigHash +
+				`test "$( (printf '%s\n\001' "$(cut -d+ -f1 ` + k + `)"; cat key.raw) | sha256sum | cut -c1-8)" = ` + hash + " &&\n" +
+				"echo 'key hash OK'",
+		}}
+	case keyECDSA:
+		return []Command{extract, {
+			Purpose: "Convert the verifier key to PEM: its data (after the second '+') is the type byte 0x02 and the DER SubjectPublicKeyInfo of the ECDSA P-256 key",
+			Command: "cut -d+ -f3- " + k + " | base64 -d | tail -c +2 > key.der &&\n" +
+				"openssl pkey -pubin -inform DER -in key.der -out key.pem",
+		}, {
+			Purpose: "Check the ECDSA P-256 signature (DER) over the SHA-256 of the signed text; expect “Verified OK”",
+			Command: "tail -c +5 checkpoint.sig > checkpoint.sig.der &&\n" +
+				"openssl dgst -sha256 -verify key.pem -signature checkpoint.sig.der checkpoint.body",
+		}, {
+			Purpose: "Check that the signature and the key file name this key: the signature's first 4 bytes, the key file's key hash and the first 4 bytes of SHA-256 of the DER key must all be " + hash + "; expect “key hash OK”",
+			Command: sigHash +
+				`test "$(sha256sum key.der | cut -c1-8)" = ` + hash + " &&\n" +
+				"echo 'key hash OK'",
+		}}
+	}
+	return []Command{}
+}
+
+// Verifier key types (C2SP signed-note signature types).
+const (
+	keyEd25519 = 0x01
+	keyECDSA   = 0x02
+)
+
+// keyType is the signature type byte of a verifier key, 0 when unreadable.
+func keyType(vkey string) byte {
+	parts := strings.SplitN(vkey, "+", 3)
+	if len(parts) != 3 {
+		return 0
+	}
+	data, err := base64.StdEncoding.DecodeString(parts[2])
+	if err != nil || len(data) == 0 {
+		return 0
+	}
+	return data[0]
 }
 
 // evidenceCommands are the commands that re-check one evidence object.
 func (b *builder) evidenceCommands(ev *Evidence, rc vault.Receipt) []Command {
+	cmds, file := b.objectCommands(rc), path.Base(rc.Key)
+	if p, ok := localPath(rc.URI); ok {
+		file = p
+	}
+	if ev.Acquisition != nil && ev.Acquisition.Compression == "zstd" && ev.Hashes["sha256"] != "" {
+		cmds = append(cmds, Command{
+			Purpose: "Decompress (seekable zstd is standard zstd) and hash the raw image; expect " + ev.Hashes["sha256"],
+			Command: "zstd -dc " + shellQuote(file) + " | sha256sum",
+		})
+	}
+	return cmds
+}
+
+// objectCommands are the commands that re-read one vault object and hash
+// it with impound and with standard tools.
+func (b *builder) objectCommands(rc vault.Receipt) []Command {
 	cmds := []Command{{
 		Purpose: "Re-read the object with impound and compare it with its receipt",
 		Command: cmdline("impound", "vault", "verify", "--vault", b.vaultArg(), rc.Key+"@"+rc.VersionID),
@@ -113,14 +205,7 @@ func (b *builder) evidenceCommands(ev *Evidence, rc vault.Receipt) []Command {
 			})
 		}
 	} else if p, ok := localPath(rc.URI); ok {
-		file = p
 		cmds = append(cmds, Command{Purpose: "Hash the stored file; expect " + want, Command: "sha256sum " + shellQuote(p)})
-	}
-	if ev.Acquisition != nil && ev.Acquisition.Compression == "zstd" && ev.Hashes["sha256"] != "" {
-		cmds = append(cmds, Command{
-			Purpose: "Decompress (seekable zstd is standard zstd) and hash the raw image; expect " + ev.Hashes["sha256"],
-			Command: "zstd -dc " + shellQuote(file) + " | sha256sum",
-		})
 	}
 	return cmds
 }

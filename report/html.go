@@ -30,13 +30,15 @@ type htmlView struct {
 	Skipped  int
 	Warnings int
 	Verified int
+	// LastSeq is the last entry the report covers.
+	LastSeq int64
 }
 
 // HTML writes the report as one self-contained HTML document: inline CSS
 // for screen and print, an inline SVG timeline, no script, no external
 // resource.
 func (r *Report) HTML(w io.Writer) error {
-	v := htmlView{Report: r, Timeline: layoutTimeline(r)}
+	v := htmlView{Report: r, Timeline: layoutTimeline(r), LastSeq: r.Ledger.Size - 1}
 	for _, p := range r.Problems {
 		switch p.Severity {
 		case SeverityFailed:

@@ -95,13 +95,15 @@ func (r *Report) Markdown(w io.Writer) error {
 	if c.Title != "" {
 		p("%s\n\n", md(c.Title))
 	}
-	failed, skipped := 0, 0
+	failed, skipped, warnings := 0, 0, 0
 	for _, pr := range r.Problems {
 		switch pr.Severity {
 		case SeverityFailed:
 			failed++
 		case SeveritySkipped:
 			skipped++
+		default:
+			warnings++
 		}
 	}
 	switch {
@@ -109,6 +111,8 @@ func (r *Report) Markdown(w io.Writer) error {
 		p("> **✖ %d failed step(s) or check(s), %d skipped step(s).** See *Failed and skipped steps*.\n\n", failed, skipped)
 	case skipped > 0:
 		p("> **◼ %d skipped step(s).** See *Failed and skipped steps*.\n\n", skipped)
+	case warnings > 0:
+		p("> **✔ Every recorded step succeeded.** ▲ %d warning(s): see *Failed and skipped steps*.\n\n", warnings)
 	default:
 		p("> **✔ Every recorded step succeeded.**\n\n")
 	}
@@ -148,7 +152,9 @@ func (r *Report) Markdown(w io.Writer) error {
 		}
 		end += ")"
 	} else {
-		end += " (case still open)"
+		last := r.Ledger.Size - 1
+		end += fmt.Sprintf(" — **open at entry #%d**: no case-closed entry among the %d entries this report covers (#0 to #%d), so the case was open when this report was rendered. "+
+			"Entries recorded after #%d, such as the case's closing, are not in this report; regenerate it from the ledger to include them.", last, r.Ledger.Size, last, last)
 	}
 	row("End (last entry)", end)
 	row("Ledger", fmt.Sprintf("%d entries, %d covered by the signed checkpoint; root %s", r.Ledger.Size, r.Ledger.Signed, mdCode(r.Ledger.Root)))
@@ -199,29 +205,31 @@ func (r *Report) Markdown(w io.Writer) error {
 				row("Stored as", md(a.Compression)+"-compressed; the hashes computed while streaming are of the raw image")
 			}
 		}
-		var checks []string
-		for _, ck := range e.Verification.Checks {
-			s := ck.Outcome
-			if ck.Method == "live" {
-				s += ": re-read while rendering this report"
-			} else if ck.Seq != nil {
-				s += fmt.Sprintf(": re-read recorded in entry #%d at %s", *ck.Seq, mdCode(ck.Time))
+		row("Verification", mdChecks(e.Verification))
+		if bm := e.BlockMap; bm != nil {
+			ret := "none recorded"
+			if bm.RetentionMode != "" {
+				ret = mdCode(bm.RetentionMode)
 			}
-			if ck.Error != "" {
-				s += " — " + mdCode(ck.Error)
+			if bm.RetainUntil != "" {
+				ret += " until " + mdCode(bm.RetainUntil)
 			}
-			checks = append(checks, s)
+			row("Block map", fmt.Sprintf("%s version %s, %s, SHA-256 %s; retention %s, legal hold %s",
+				mdCode(bm.URI), mdCode(bm.VersionID), humanBytes(bm.Size), mdCode(bm.SHA256), ret, map[bool]string{true: "on", false: "off"}[bm.LegalHold]))
+			row("Block map verification", strings.ToUpper(bm.Verification.Status)+"<br>"+mdChecks(bm.Verification))
 		}
-		if len(checks) == 0 {
-			checks = []string{"not verified: no re-read recorded"}
-		}
-		row("Verification", strings.Join(checks, "<br>"))
 		if e.Outcome == "failed" {
 			row("**Store failed**", mdCode(e.Error))
 		}
 		p("\nCheck it yourself:\n\n")
 		for _, cmd := range e.Commands {
 			block("# " + cmd.Purpose + "\n" + cmd.Command)
+		}
+		if bm := e.BlockMap; bm != nil {
+			p("Check its block map yourself:\n\n")
+			for _, cmd := range bm.Commands {
+				block("# " + cmd.Purpose + "\n" + cmd.Command)
+			}
 		}
 	}
 
@@ -316,11 +324,41 @@ func (r *Report) Markdown(w io.Writer) error {
 	for _, cmd := range r.Verification.Commands {
 		block("# " + cmd.Purpose + "\n" + cmd.Command)
 	}
-	p("The checkpoint's signature can be checked with OpenSSL alone: see %s in the impound documentation.\n\n", mdCode(r.Verification.ByHand))
+	if cmds := r.Verification.ByHandCommands; len(cmds) > 0 {
+		p("### Checking the checkpoint signature with standard tools\n\n")
+		p("Without impound: POSIX sh, coreutils and OpenSSL 3, on the key file and `checkpoint.txt` written by the first two commands above. ")
+		p("Each command exits non-zero when its check fails. The format is explained in %s in the impound documentation.\n\n", mdCode(r.Verification.ByHand))
+		for _, cmd := range cmds {
+			block("# " + cmd.Purpose + "\n" + cmd.Command)
+		}
+	} else {
+		p("The checkpoint's signature can be checked with standard tools: see %s in the impound documentation.\n\n", mdCode(r.Verification.ByHand))
+	}
 	p("---\n\nCase %s · ledger origin %s · %d signed entries · root %s", mdCode(c.ID), mdCode(r.Ledger.Origin), r.Ledger.Signed, mdCode(r.Ledger.Root))
 	if r.GeneratedAt != "" {
 		p(" · generated %s", mdCode(r.GeneratedAt))
 	}
 	p(" · report schema %s\n", mdCode(r.Schema))
 	return bw.Flush()
+}
+
+// mdChecks is an object's checks, one per line of a table cell.
+func mdChecks(ec EvidenceCheck) string {
+	var checks []string
+	for _, ck := range ec.Checks {
+		s := ck.Outcome
+		if ck.Method == "live" {
+			s += ": re-read while rendering this report"
+		} else if ck.Seq != nil {
+			s += fmt.Sprintf(": re-read recorded in entry #%d at %s", *ck.Seq, mdCode(ck.Time))
+		}
+		if ck.Error != "" {
+			s += " — " + mdCode(ck.Error)
+		}
+		checks = append(checks, s)
+	}
+	if len(checks) == 0 {
+		return "not verified: no re-read recorded"
+	}
+	return strings.Join(checks, "<br>")
 }

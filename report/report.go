@@ -232,10 +232,13 @@ type Evidence struct {
 	LegalHold     bool              `json:"legal_hold"`
 	StoredAt      string            `json:"stored_at,omitempty"`
 	Acquisition   *Acquisition      `json:"acquisition,omitempty"`
-	Verification  EvidenceCheck     `json:"verification"`
-	Outcome       string            `json:"outcome"`
-	Error         string            `json:"error,omitempty"`
-	Commands      []Command         `json:"commands"`
+	// BlockMap is a disk image's block map, a vault object of its own
+	// recorded in the image's evidence-stored entry, with its own checks.
+	BlockMap     *BlockMap     `json:"block_map,omitempty"`
+	Verification EvidenceCheck `json:"verification"`
+	Outcome      string        `json:"outcome"`
+	Error        string        `json:"error,omitempty"`
+	Commands     []Command     `json:"commands"`
 }
 
 // Acquisition is how a disk image was read.
@@ -254,6 +257,23 @@ type Acquisition struct {
 	Started        string `json:"started,omitempty"`
 	Finished       string `json:"finished,omitempty"`
 	Tool           string `json:"tool,omitempty"`
+}
+
+// BlockMap is the vault object that lists which blocks of a disk image
+// were written (custody.Acquisition's BlockMap receipt). respond re-reads it
+// like the image and records an evidence-verified entry for it; those checks
+// are its own, not the image's.
+type BlockMap struct {
+	URI           string        `json:"uri"`
+	Key           string        `json:"key"`
+	VersionID     string        `json:"version_id"`
+	Size          int64         `json:"size"`
+	SHA256        string        `json:"sha256"`
+	RetentionMode string        `json:"retention_mode,omitempty"`
+	RetainUntil   string        `json:"retain_until,omitempty"`
+	LegalHold     bool          `json:"legal_hold"`
+	Verification  EvidenceCheck `json:"verification"`
+	Commands      []Command     `json:"commands"`
 }
 
 // EvidenceCheck is what is known of an evidence object's integrity.
@@ -312,6 +332,11 @@ type Verification struct {
 	// ByHand points to the documentation of checking the checkpoint
 	// signature with standard tools.
 	ByHand string `json:"by_hand"`
+	// ByHandCommands check the checkpoint's signature with standard tools
+	// alone (POSIX sh, coreutils, OpenSSL 3), for the case's kind of key
+	// (Ed25519 or ECDSA P-256), on the key file and checkpoint.txt that
+	// the first two Commands write. Each exits non-zero when its check fails.
+	ByHandCommands []Command `json:"by_hand_commands"`
 }
 
 // Command is one copy-pasteable shell command.

@@ -71,6 +71,15 @@ func TestJSONValidatesAgainstSchema(t *testing.T) {
 		"missing ledger":  func(m map[string]any) { delete(m, "ledger") },
 		"bad severity":    func(m map[string]any) { m["problems"].([]any)[0].(map[string]any)["severity"] = "fine" },
 		"bad time format": func(m map[string]any) { m["case"].(map[string]any)["start"] = "yesterday" },
+		"bad block map sha256": func(m map[string]any) {
+			m["evidence"].([]any)[0].(map[string]any)["block_map"].(map[string]any)["sha256"] = "XYZ"
+		},
+		"block map status": func(m map[string]any) {
+			m["evidence"].([]any)[0].(map[string]any)["block_map"].(map[string]any)["verification"].(map[string]any)["status"] = "fine"
+		},
+		"by-hand command without purpose": func(m map[string]any) {
+			delete(m["verification"].(map[string]any)["by_hand_commands"].([]any)[0].(map[string]any), "purpose")
+		},
 	} {
 		var m map[string]any
 		if err := json.Unmarshal(b, &m); err != nil {
