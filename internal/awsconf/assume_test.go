@@ -16,10 +16,15 @@ import (
 )
 
 func TestAssumeRoleRefreshes(t *testing.T) {
-	env := simtest.Start(t, awssim.Options{})
+	clock := &stoppedClock{}
+	clock.set(time.Now())
+	env := simtest.Start(t, awssim.Options{Now: clock.now})
 	responder := env.Sim.AddAccount("333333333333")
 	member := env.Sim.AddAccount("111111111111")
-	// Sessions that last two seconds stand for STS's one hour.
+	// Two-second sessions, shorter than the cache's five-minute refresh
+	// window: the configuration assumes the role again on every call. (One-hour
+	// sessions, reused and then refreshed ahead of expiry, are in
+	// refresh_test.go.)
 	env.Sim.SetSessionDuration(2 * time.Second)
 	base := env.ClientConfig(responder.Credentials())
 	ctx := context.Background()
@@ -41,7 +46,7 @@ func TestAssumeRoleRefreshes(t *testing.T) {
 	}
 	stale := base.Copy()
 	stale.Credentials = credentials.NewStaticCredentialsProvider(creds.AccessKeyID, creds.SecretAccessKey, creds.SessionToken)
-	time.Sleep(2500 * time.Millisecond)
+	clock.set(clock.now().Add(3 * time.Second))
 	_, err = sts.NewFromConfig(stale).GetCallerIdentity(ctx, &sts.GetCallerIdentityInput{})
 	var ae smithy.APIError
 	if !errors.As(err, &ae) || !strings.Contains(ae.ErrorCode(), "Expired") {

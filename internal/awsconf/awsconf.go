@@ -60,7 +60,7 @@ type Role struct {
 	ExternalID string
 	Operator   string // the person responding; goes into the session name
 	CaseID     string
-	// Duration of each session; zero means the STS default (one hour).
+	// Duration of each session; zero means one hour.
 	// Credentials are refreshed before they expire whatever the duration.
 	Duration time.Duration
 }
@@ -75,6 +75,9 @@ func AssumeRole(base aws.Config, r Role) aws.Config {
 		if r.ExternalID != "" {
 			o.ExternalID = aws.String(r.ExternalID)
 		}
+		// stscreds asks for 15 minutes when told nothing; an hour is what
+		// STS allows a chained role session at most, and what we promise.
+		o.Duration = time.Hour
 		if r.Duration > 0 {
 			o.Duration = r.Duration
 		}

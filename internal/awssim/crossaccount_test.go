@@ -2,9 +2,14 @@ package awssim_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -128,14 +133,22 @@ func TestCrossAccountAcquisition(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := root.WriteRandom(0, 3<<20, 1); err != nil {
-		t.Fatal(err)
-	}
-	if err := data.WriteRandom(0, 5<<20+123, 2); err != nil { // partial last block
-		t.Fatal(err)
-	}
-	if err := data.WriteRandom(1<<30+100<<10, 3<<20, 3); err != nil { // unaligned
-		t.Fatal(err)
+	// The expected images are computed from the seeded generator alone,
+	// not read back from the simulator.
+	want := map[string]*seededImage{root.ID(): newSeededImage(1), data.ID(): newSeededImage(2)}
+	for _, w := range []struct {
+		v      *awssim.Volume
+		off, n int64
+		seed   uint64
+	}{
+		{root, 0, 3 << 20, 1},
+		{data, 0, 5<<20 + 123, 2},           // partial last block
+		{data, 1<<30 + 100<<10, 3 << 20, 3}, // unaligned
+	} {
+		if err := w.v.WriteRandom(w.off, w.n, w.seed); err != nil {
+			t.Fatal(err)
+		}
+		want[w.v.ID()].writeRandom(t, w.off, w.n, w.seed)
 	}
 	inst, err := e.member.RunInstance(awssim.InstanceOptions{Devices: []awssim.Device{
 		{Name: "/dev/xvda", Volume: root}, {Name: "/dev/sdf", Volume: data},
@@ -144,12 +157,8 @@ func TestCrossAccountAcquisition(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantSum := map[string]string{}
-	for _, v := range []*awssim.Volume{root, data} {
-		img, err := v.Image()
-		if err != nil {
-			t.Fatal(err)
-		}
-		wantSum[v.ID()] = sha256Of(t, img)
+	for id, img := range want {
+		wantSum[id] = img.sha256()
 	}
 
 	member := ec2.NewFromConfig(e.assume(t, e.cfg(e.forensics), e.member.RoleARN("ImpoundResponder"), "case-7"))
@@ -279,17 +288,144 @@ func TestCrossAccountAcquisition(t *testing.T) {
 		}); err != nil {
 			t.Fatal(err)
 		}
-		sum, n, err := readImage(ctx, ebs.NewFromConfig(e.cfg(e.forensics)), *ev.SnapshotId)
+		read, err := readSnapshotBlocks(ctx, ebs.NewFromConfig(e.cfg(e.forensics)), *ev.SnapshotId)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if sum != wantSum[*s.VolumeId] {
+		w := want[*s.VolumeId]
+		if read.size != w.size {
+			t.Fatalf("image of %s via %s: %d bytes, want %d", *s.VolumeId, *ev.SnapshotId, read.size, w.size)
+		}
+		wantSums := w.checksums()
+		if wantN := map[string]int{root.ID(): 6, data.ID(): 11 + 7}[*s.VolumeId]; len(read.blocks) != wantN || len(wantSums) != wantN {
+			t.Fatalf("read %d blocks of %s, the seeded writes cover %d, want %d", len(read.blocks), *s.VolumeId, len(wantSums), wantN)
+		}
+		for idx, sum := range wantSums {
+			b, ok := read.blocks[idx]
+			if !ok {
+				t.Fatalf("block %d of %s not listed", idx, *s.VolumeId)
+			}
+			if b.checksum != sum || checksumOf(b.data) != sum {
+				t.Fatalf("block %d of %s: checksum header %s, data's %s, want %s", idx, *s.VolumeId, b.checksum, checksumOf(b.data), sum)
+			}
+		}
+		if sum := read.sha256(); sum != wantSum[*s.VolumeId] {
 			t.Fatalf("image of %s via %s: sha256 %s, want %s", *s.VolumeId, *ev.SnapshotId, sum, wantSum[*s.VolumeId])
 		}
-		if wantN := map[string]int{root.ID(): 6, data.ID(): 11 + 7}[*s.VolumeId]; n != wantN {
-			t.Fatalf("read %d blocks of %s, want %d", n, *s.VolumeId, wantN)
+	}
+}
+
+// ebsBlockSize is EBS direct's block size, stated here rather than taken
+// from the simulator.
+const ebsBlockSize = 512 << 10
+
+// seededImage is a volume's content as a test expects it: its written
+// 512 KiB blocks, zeros elsewhere. It is built from the seeded generator
+// and the offsets written, independently of the simulator's block map and
+// image reader, or filled from what EBS direct returned.
+type seededImage struct {
+	size   int64
+	blocks map[int32]seededBlock
+}
+
+type seededBlock struct {
+	data     []byte
+	checksum string // what GetSnapshotBlock said; empty for expected blocks
+}
+
+func newSeededImage(sizeGiB int64) *seededImage {
+	return &seededImage{size: sizeGiB << 30, blocks: map[int32]seededBlock{}}
+}
+
+// writeRandom applies what Volume.WriteRandom(off, n, seed) writes.
+func (m *seededImage) writeRandom(t *testing.T, off, n int64, seed uint64) {
+	t.Helper()
+	data, err := io.ReadAll(awssim.RandomReader(seed, n))
+	if err != nil || int64(len(data)) != n {
+		t.Fatalf("RandomReader(%d, %d): %d bytes, %v", seed, n, len(data), err)
+	}
+	for len(data) > 0 {
+		idx := int32(off / ebsBlockSize)
+		b, ok := m.blocks[idx]
+		if !ok {
+			b.data = make([]byte, ebsBlockSize)
+		}
+		k := copy(b.data[off%ebsBlockSize:], data)
+		m.blocks[idx] = b
+		data = data[k:]
+		off += int64(k)
+	}
+}
+
+// checksums returns each written block's base64 SHA-256, as EBS direct
+// gives it.
+func (m *seededImage) checksums() map[int32]string {
+	out := map[int32]string{}
+	for idx, b := range m.blocks {
+		out[idx] = checksumOf(b.data)
+	}
+	return out
+}
+
+// sha256 returns the hex SHA-256 of the whole image.
+func (m *seededImage) sha256() string {
+	idx := make([]int32, 0, len(m.blocks))
+	for i := range m.blocks {
+		idx = append(idx, i)
+	}
+	slices.Sort(idx)
+	h := sha256.New()
+	var pos int64
+	for _, i := range idx {
+		off := int64(i) * ebsBlockSize
+		writeZeros(h, off-pos)
+		h.Write(m.blocks[i].data)
+		pos = off + ebsBlockSize
+	}
+	writeZeros(h, m.size-pos)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func checksumOf(data []byte) string {
+	sum := sha256.Sum256(data)
+	return base64.StdEncoding.EncodeToString(sum[:])
+}
+
+// readSnapshotBlocks reads every block of a snapshot through EBS direct,
+// keeping each block's data and the checksum GetSnapshotBlock sent with it.
+func readSnapshotBlocks(ctx context.Context, c *ebs.Client, snap string) (*seededImage, error) {
+	img := &seededImage{blocks: map[int32]seededBlock{}}
+	p := ebs.NewListSnapshotBlocksPaginator(c, &ebs.ListSnapshotBlocksInput{SnapshotId: &snap, MaxResults: aws.Int32(100)})
+	for p.HasMorePages() {
+		out, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("list blocks of %s: %w", snap, err)
+		}
+		if aws.ToInt32(out.BlockSize) != ebsBlockSize {
+			return nil, fmt.Errorf("%s: block size %d, want %d", snap, aws.ToInt32(out.BlockSize), ebsBlockSize)
+		}
+		img.size = aws.ToInt64(out.VolumeSize) << 30
+		for _, b := range out.Blocks {
+			idx := aws.ToInt32(b.BlockIndex)
+			if _, dup := img.blocks[idx]; dup {
+				return nil, fmt.Errorf("%s: block %d listed twice", snap, idx)
+			}
+			blk, err := c.GetSnapshotBlock(ctx, &ebs.GetSnapshotBlockInput{SnapshotId: &snap, BlockIndex: b.BlockIndex, BlockToken: b.BlockToken})
+			if err != nil {
+				return nil, fmt.Errorf("get block %d of %s: %w", idx, snap, err)
+			}
+			data, err := io.ReadAll(blk.BlockData)
+			blk.BlockData.Close()
+			if err != nil {
+				return nil, fmt.Errorf("read block %d of %s: %w", idx, snap, err)
+			}
+			if len(data) != ebsBlockSize || aws.ToInt32(blk.DataLength) != ebsBlockSize || blk.ChecksumAlgorithm != ebstypes.ChecksumAlgorithmChecksumAlgorithmSha256 {
+				return nil, fmt.Errorf("block %d of %s: %d bytes, DataLength %d, algorithm %q", idx, snap, len(data), aws.ToInt32(blk.DataLength), blk.ChecksumAlgorithm)
+			}
+			img.blocks[idx] = seededBlock{data: data, checksum: aws.ToString(blk.Checksum)}
 		}
 	}
+	return img, nil
 }
 
 func TestSharingEnforcement(t *testing.T) {

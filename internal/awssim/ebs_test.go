@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"runtime"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -16,6 +17,10 @@ import (
 func TestSparseTebibyteVolume(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
+	// The live heap before and after: the volume, its snapshot and the EBS
+	// direct answers about them must cost what the three written blocks
+	// cost, not something proportional to the volume's 2,097,152 blocks.
+	heapBefore := liveHeap()
 	v, err := e.member.CreateVolume(awssim.VolumeOptions{SizeGiB: 1024})
 	if err != nil {
 		t.Fatal(err)
@@ -54,6 +59,24 @@ func TestSparseTebibyteVolume(t *testing.T) {
 	if string(data[17:17+23]) != "evidence at the far end" || data[16] != 0 || len(data) != awssim.BlockSize {
 		t.Fatalf("last block content %q", data[:48])
 	}
+
+	// Any structure with an entry per block of the volume, even a bare
+	// 8-byte pointer, takes 2,097,152 × 8 bytes = 16 MiB; a dense volume
+	// would take 1 TiB. Three written blocks take 1.5 MiB.
+	grown := liveHeap() - heapBefore
+	if limit := int64(1024<<30) / awssim.BlockSize * 8; grown >= limit {
+		t.Fatalf("a 1 TiB volume with 3 written blocks and its snapshot grew the live heap by %d bytes, want well under %d (one pointer per block)", grown, limit)
+	}
+	t.Logf("live heap grew by %d KiB", grown>>10)
+	runtime.KeepAlive(e)
+}
+
+// liveHeap returns the bytes of live heap objects after a full collection.
+func liveHeap() int64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return int64(m.HeapAlloc)
 }
 
 func TestListSnapshotBlocksPaginationAndTokens(t *testing.T) {
