@@ -2,7 +2,10 @@
 GO      ?= go
 BIN     := bin/impound
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
-LDFLAGS := -X github.com/impound-ir/impound/internal/buildinfo.Version=$(VERSION)
+COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null)
+DIRTY   := $(shell test -z "$$(git status --porcelain 2>/dev/null)" && echo false || echo true)
+PKG     := github.com/impound-ir/impound/internal/buildinfo
+LDFLAGS := -X $(PKG).Version=$(VERSION) -X $(PKG).Commit=$(COMMIT) -X $(PKG).Modified=$(DIRTY)
 
 .PHONY: build run test test-short bench lint
 

@@ -18,6 +18,14 @@ import (
 // a build without it reports the module version, or "devel".
 var Version = ""
 
+// Commit and Modified ("true" or "false") are set at link time by the
+// Makefile from git, because Go's own VCS stamping is off where GOFLAGS has
+// -buildvcs=false; when set they win over what Go stamped.
+var (
+	Commit   = ""
+	Modified = ""
+)
+
 // Info describes the running binary.
 type Info struct {
 	Version      string `json:"version"`
@@ -56,6 +64,9 @@ func Read() (Info, error) {
 					cached.Modified = s.Value == "true"
 				}
 			}
+		}
+		if Commit != "" {
+			cached.Commit, cached.Modified = Commit, Modified == "true"
 		}
 		if cached.Version == "" {
 			cached.Version = "devel"

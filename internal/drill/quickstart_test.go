@@ -2,6 +2,7 @@ package drill
 
 import (
 	"bufio"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -57,6 +58,20 @@ func TestReadmeQuickStart(t *testing.T) {
 	}
 	if m, _ := filepath.Glob(filepath.Join(dir, "impound-drill", "vault", "cases", "*", "reports", "*.html")); len(m) == 0 {
 		t.Error("make run stored no HTML report")
+	}
+
+	// The binary make built names the commit it was built from, even where
+	// GOFLAGS turns Go's own VCS stamping off: examiners record it.
+	head := strings.TrimSpace(run(t, dir, "git", "rev-parse", "HEAD"))
+	var v struct {
+		Commit   string `json:"commit"`
+		Modified bool   `json:"modified"`
+	}
+	if err := json.Unmarshal([]byte(run(t, dir, "bin/impound", "version", "--output", "json")), &v); err != nil {
+		t.Fatal(err)
+	}
+	if v.Commit != head || v.Modified {
+		t.Errorf("impound version says commit %q (modified %v); the clean clone is at %s", v.Commit, v.Modified, head)
 	}
 }
 
