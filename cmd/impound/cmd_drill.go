@@ -46,7 +46,9 @@ are and how to verify them.`,
 			ctx := cmd.Context()
 			do := drill.NewOptions()
 			do.Dir, do.Respond.CaseID, do.Respond.KeepOpen, do.Filesystem = o.Out, o.Case, o.KeepOpen, !o.NoFS
-			do.Operator = operatorName("")
+			if op := operatorName(""); op != "unknown" {
+				do.Operator = op
+			}
 			do.Respond.Tool, _ = thisTool(ctx, "record")
 			do.Respond.StateDir = filepath.Join(o.Out, "state")
 			if o.Vault != "" {

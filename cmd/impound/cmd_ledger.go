@@ -24,8 +24,12 @@ import (
 	"github.com/impound-ir/impound/vault"
 )
 
-// signingKeyEnv names the environment variable --signing-key defaults to.
-const signingKeyEnv = "IMPOUND_SIGNING_KEY"
+// signingKeyEnv and vaultEnv name the environment variables --signing-key
+// and --vault default to.
+const (
+	signingKeyEnv = "IMPOUND_SIGNING_KEY"
+	vaultEnv      = "IMPOUND_VAULT"
+)
 
 func newLedgerCommand(g *globalOptions) *cobra.Command {
 	cmd := &cobra.Command{
@@ -51,7 +55,7 @@ type caseOptions struct {
 
 func (o *caseOptions) AddFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.Case, "case", "", "case ID")
-	f.StringVar(&o.Vault, "vault", "", "vault URI: s3://bucket[/prefix], file:///path or a directory")
+	f.StringVar(&o.Vault, "vault", os.Getenv(vaultEnv), "vault URI: s3://bucket[/prefix], file:///path or a directory (default $"+vaultEnv+")")
 }
 
 // writeOptions are what writing to a ledger needs beyond the case.

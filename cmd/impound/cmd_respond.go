@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/impound-ir/impound/acquire"
+	"github.com/impound-ir/impound/custody"
 	"github.com/impound-ir/impound/respond"
 	"github.com/impound-ir/impound/vault"
 )
@@ -171,6 +172,7 @@ func (o *caseRunOptions) open(ctx context.Context, g *globalOptions, newCase boo
 func newRespondCommand(g *globalOptions) *cobra.Command {
 	o := &caseRunOptions{}
 	var keepOpen bool
+	var stages, snapshots string
 	cmd := &cobra.Command{
 		Use:   "respond --instance i-… --vault URI [--case ID] [flags]",
 		Short: "Run a whole response: collect, snapshot, acquire every volume, verify, close",
@@ -179,23 +181,53 @@ API knows about the instance, snapshot its volumes into the forensics account,
 acquire every volume through the EBS direct APIs into the vault while hashing
 it, verify every stored object by reading it back, and close the case.
 
-Re-running with the same --case resumes where it stopped. A stage that fails
-is recorded as failed, the safe stages after it still run, and the exit code
-is 3.`,
+The stages, in order: collect, isolate (unless --no-isolate), snapshot,
+acquire, verify, report, close (unless --keep-open). Re-running with the same
+--case resumes where it stopped. A stage that fails is recorded as failed, the
+safe stages after it still run, and the exit code is 3.
+
+--stages runs only some stages of an existing or new case, each reading what
+is done from the ledger: a Lambda runs collect,isolate and hands the rest to a
+longer task. --snapshot limits acquire to the case's forensics-account
+snapshots given, so each volume can be acquired by a task of its own.`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if o.Instance == "" && o.Case == "" {
 				return usagef("respond needs --instance (and --case to resume a case)")
 			}
+			if _, err := respond.SelectStages(stageList(respond.StageNames()), splitList(stages)); err != nil {
+				return usageError{err}
+			}
 			c, err := o.open(cmd.Context(), g, true)
 			if err != nil {
 				return err
 			}
-			return runStages(cmd.Context(), g, c, c.Stages(), keepOpen)
+			run := c.Stages()
+			if snaps := splitList(snapshots); len(snaps) > 0 {
+				for i := range run {
+					if run[i].Name == "acquire" {
+						run[i].Run = func(ctx context.Context) error {
+							var errs []error
+							for _, id := range snaps {
+								errs = append(errs, c.AcquireSnapshot(ctx, id))
+							}
+							return errors.Join(errs...)
+						}
+					}
+				}
+			}
+			if names := splitList(stages); len(names) > 0 {
+				if run, err = respond.SelectStages(run, names); err != nil {
+					return usageError{err}
+				}
+			}
+			return runStages(cmd.Context(), g, c, run, keepOpen)
 		},
 	}
 	o.AddFlags(cmd.Flags())
 	cmd.Flags().BoolVar(&keepOpen, "keep-open", false, "leave the case open when done")
+	cmd.Flags().StringVar(&stages, "stages", "", "run only these stages, comma-separated ("+strings.Join(respond.StageNames(), ",")+")")
+	cmd.Flags().StringVar(&snapshots, "snapshot", "", "acquire only these forensics-account snapshots of the case, comma-separated (snap-…)")
 	return cmd
 }
 
@@ -215,13 +247,25 @@ func runStages(ctx context.Context, g *globalOptions, c *respond.Case, stages []
 	if perr := g.Print(sum, func(w io.Writer) error { return printSummary(w, sum) }); perr != nil {
 		return perr
 	}
-	if err != nil {
-		if errors.Is(err, respond.ErrIncomplete) {
-			return fmt.Errorf("%w: %w; fix the cause and run the same command again to resume case %s", errPartial, err, c.ID())
-		}
-		return err
+	return stagesError(c, err)
+}
+
+// stageList is a list of stages that do nothing, by name: to check names
+// before a case is opened.
+func stageList(names []string) []respond.Stage {
+	out := make([]respond.Stage, len(names))
+	for i, n := range names {
+		out[i].Name = n
 	}
-	return nil
+	return out
+}
+
+// stagesError explains the error of respond.Run.
+func stagesError(c *respond.Case, err error) error {
+	if errors.Is(err, respond.ErrIncomplete) {
+		return fmt.Errorf("%w: %w; fix the cause and run the same command again to resume case %s", errPartial, err, c.ID())
+	}
+	return err
 }
 
 func printSummary(w io.Writer, s *respond.Summary) error {
@@ -279,24 +323,45 @@ Running it again for the same case finds the snapshots it made.`,
 			if err != nil {
 				return err
 			}
-			if err := runStages(cmd.Context(), g, c, []respond.Stage{{Name: "snapshot", Run: c.Snapshot}}, true); err != nil {
-				return err
-			}
+			sum, runErr := respond.Run(cmd.Context(), c, []respond.Stage{{Name: "snapshot", Run: c.Snapshot}})
 			snaps, err := c.ForensicsSnapshots(cmd.Context())
 			if err != nil {
-				return err
+				return errors.Join(stagesError(c, runErr), err)
 			}
-			return g.Print(snaps, func(w io.Writer) error {
+			out := struct {
+				*respond.Summary
+				Snapshots []custody.SnapshotCopied `json:"snapshots"`
+			}{sum, snaps}
+			if err := g.Print(out, func(w io.Writer) error {
+				if err := printSummary(w, sum); err != nil {
+					return err
+				}
 				fmt.Fprintln(w, "\nforensics-account snapshots:")
 				for _, s := range snaps {
 					fmt.Fprintf(w, "  %s  (volume %s, original %s)\n", s.SnapshotID, s.VolumeID, s.OriginalSnapshotID)
 				}
 				return nil
-			})
+			}); err != nil {
+				return err
+			}
+			return stagesError(c, runErr)
 		},
 	}
 	o.AddFlags(cmd.Flags())
+	hideFlags(cmd, "hash", "compress", "mode", "retention-days", "legal-hold", "kms-key", "state-dir", "finding",
+		"no-isolate", "allow-ssm", "nacl", "asg-detach")
 	return cmd
+}
+
+// hideFlags hides, from a command's help, the case flags it shares with
+// respond but has no use for. They are still accepted, so one set of flags
+// works for every stage of a case.
+func hideFlags(cmd *cobra.Command, names ...string) {
+	for _, n := range names {
+		if err := cmd.Flags().MarkHidden(n); err != nil {
+			panic(fmt.Sprintf("hideFlags: %s: %v", cmd.CommandPath(), err))
+		}
+	}
 }
 
 func newCollectCommand(g *globalOptions) *cobra.Command {
@@ -323,6 +388,8 @@ triggering GuardDuty finding when --finding is given.`,
 		},
 	}
 	o.AddFlags(cp.Flags())
+	hideFlags(cp, "hash", "compress", "state-dir", "forensics-kms-key", "member-kms-key",
+		"no-isolate", "allow-ssm", "nacl", "asg-detach")
 	cmd.AddCommand(cp)
 	return cmd
 }

@@ -74,10 +74,11 @@ func exitCode(ctx context.Context, err error) int {
 		return exitOK
 	case errors.As(err, &ue):
 		return exitUsage
+	case ctx.Err() != nil:
+		// Stopped by a signal, partial or not: the ledger says what was done.
+		return exitInterrupted
 	case errors.Is(err, errPartial):
 		return exitPartial
-	case ctx.Err() != nil:
-		return exitInterrupted
 	default:
 		return exitFailure
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"os"
+	"os/user"
 	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -35,7 +36,7 @@ func (g *globalOptions) AddFlags(f *pflag.FlagSet) {
 	f.StringVar(&g.Region, "region", "", "AWS Region (default: from AWS_REGION or the profile)")
 	f.StringVar(&g.EndpointURL, "endpoint-url", "", "send every AWS request to this endpoint (AWS_ENDPOINT_URL and AWS_ENDPOINT_URL_<SERVICE> are honoured too)")
 	f.StringVar(&g.Output, "output", "text", "result format: text or json")
-	f.StringVar(&g.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
+	f.StringVar(&g.LogLevel, "log-level", "info", "log level: trace, debug, info, warn, error")
 	f.StringVar(&g.LogFormat, "log-format", "console", "log format on stderr: console or json")
 	f.BoolVar(&g.NoProgress, "no-progress", false, "do not draw progress bars")
 }
@@ -51,8 +52,10 @@ func (g *globalOptions) validate() error {
 	default:
 		return usagef("--log-format must be console or json, not %q", g.LogFormat)
 	}
-	if _, err := zerolog.ParseLevel(g.LogLevel); err != nil || g.LogLevel == "" {
-		return usagef("--log-level must be one of debug, info, warn, error, not %q", g.LogLevel)
+	switch g.LogLevel {
+	case "trace", "debug", "info", "warn", "error":
+	default:
+		return usagef("--log-level must be one of trace, debug, info, warn, error, not %q", g.LogLevel)
 	}
 	return nil
 }
@@ -112,6 +115,9 @@ func operatorName(flag string) string {
 		if s := strings.TrimSpace(os.Getenv(v)); s != "" {
 			return s
 		}
+	}
+	if u, err := user.Current(); err == nil && u.Username != "" {
+		return u.Username
 	}
 	return "unknown"
 }
