@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"reflect"
 	"strings"
+	"time"
 
 	"github.com/rs/zerolog"
 )
@@ -39,6 +40,10 @@ type runner struct {
 }
 
 func (r *runner) emit(ctx context.Context, s Step) error {
+	// A step that ran is saved and recorded even if ctx was cancelled
+	// meanwhile; the next step then does not start.
+	ctx, cancel := settleContext(ctx)
+	defer cancel()
 	l := StepLog{Name: s.Name, Status: s.Status, Resources: s.Resources, Note: s.Note, At: r.opts.now()}
 	var err error
 	if l.Before, err = marshalRaw(s.Before); err != nil {
@@ -63,6 +68,9 @@ func (r *runner) emit(ctx context.Context, s Step) error {
 	// knows what this step changed.
 	// A state without a starting state is worthless to a re-run or a
 	// release: nothing is saved until record-state has captured it.
+	if r.state.Pending == s.Name {
+		r.state.Pending = "" // its outcome is in this log now
+	}
 	if r.opts.SaveState != nil && r.state.Original.VpcID != "" {
 		if err := r.opts.SaveState(ctx, r.state); err != nil {
 			return fmt.Errorf("save isolation state after step %s: %w", s.Name, err)
@@ -72,6 +80,20 @@ func (r *runner) emit(ctx context.Context, s Step) error {
 		if err := r.opts.Record(ctx, s); err != nil {
 			return fmt.Errorf("record step %s: %w", s.Name, err)
 		}
+	}
+	return nil
+}
+
+// savePending saves the State with step marked as begun, before a change
+// that must not go unnoticed if the process dies before the step is
+// recorded: Release then treats the step as attempted.
+func (r *runner) savePending(ctx context.Context, step string) error {
+	r.state.Pending = step
+	if r.opts.SaveState == nil || r.opts.DryRun {
+		return nil
+	}
+	if err := r.opts.SaveState(ctx, r.state); err != nil {
+		return fmt.Errorf("save isolation state before step %s: %w", step, err)
 	}
 	return nil
 }
@@ -114,7 +136,7 @@ func (r *runner) do(ctx context.Context, d stepDef) error {
 			return r.emit(ctx, s)
 		}
 	}
-	fail := func(err error) error {
+	fail := func(ctx context.Context, err error) error {
 		s.Status, s.Err = StatusFailed, err
 		r.blocked[d.name] = "failed"
 		r.failed++
@@ -126,7 +148,7 @@ func (r *runner) do(ctx context.Context, d stepDef) error {
 	}
 	cur, err := d.read(ctx)
 	if err != nil {
-		return fail(err)
+		return fail(ctx, err)
 	}
 	s.Before = cur
 	if d.done(cur) {
@@ -142,23 +164,42 @@ func (r *runner) do(ctx context.Context, d stepDef) error {
 	}
 	note, err := d.apply(ctx, cur)
 	s.Note = note
+	// AWS may have changed even if ctx was cancelled meanwhile: what it
+	// holds now is read back, saved and recorded all the same.
+	ctx, cancel := settleContext(ctx)
+	defer cancel()
 	if err != nil {
 		// Record what AWS holds now, as far as it can be read.
 		if after, rerr := d.read(ctx); rerr == nil {
 			s.After = after
 		}
-		return fail(err)
+		return fail(ctx, err)
 	}
 	after, err := d.read(ctx)
 	if err != nil {
-		return fail(fmt.Errorf("read back: %w", err))
+		return fail(ctx, fmt.Errorf("read back: %w", err))
 	}
 	s.After = after
 	if !d.done(after) {
-		return fail(fmt.Errorf("step %s: %w", d.name, ErrNotApplied))
+		return fail(ctx, fmt.Errorf("step %s: %w", d.name, ErrNotApplied))
 	}
 	s.Status = StatusDone
 	return r.emit(ctx, s)
+}
+
+// settleTimeout bounds the work done after a cancellation to leave AWS, the
+// saved State and the record consistent.
+const settleTimeout = time.Minute
+
+// settleContext returns ctx while it is live; once it is cancelled, a
+// context that keeps its values but not its cancellation, bounded by
+// settleTimeout, so that a change already made is finished, read back,
+// saved and recorded.
+func settleContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	if ctx.Err() == nil {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
 }
 
 func joinNote(a, b string) string {

@@ -7,6 +7,8 @@
 // step begins:
 //
 //  1. record-state: the starting state of everything later steps touch.
+//     An instance in a default VPC is refused unless
+//     Options.AllowDefaultVPC ([ErrDefaultVPC]).
 //  2. auto-scaling: EnterStandby (or DetachInstances), so failing health
 //     checks cannot replace and terminate the instance.
 //  3. load-balancers: deregistration from every ELBv2 target group (instance
@@ -20,7 +22,7 @@
 //  6. elastic-ips: every Elastic IP disassociated.
 //  7. instance-profile (replaced by an empty isolation profile) and
 //     revoke-sessions (an inline deny on the old roles for sessions issued
-//     before the step ran).
+//     before the step ran, and never before the profile was replaced).
 //  8. tags on the instance and its volumes.
 //
 // # Guarantees
@@ -34,9 +36,15 @@
 //   - Runs are idempotent: each step compares what AWS holds now with what
 //     the step wants and does nothing when they match, so a re-run with the
 //     prior State continues where the last one stopped.
+//   - A step that ran is saved and recorded even when ctx is cancelled
+//     meanwhile; an interface opened to all traffic always gets the
+//     isolation group (or its previous groups back), cancelled or not, and
+//     the State is saved with that step pending before it is opened.
 //   - Roles are never edited beyond one inline deny policy named for the case;
 //     groups, profile and network ACL are created once per VPC or account,
-//     named and tagged as impound's, and reused.
+//     named and tagged as impound's, and reused. A group or profile with
+//     impound's name but not its managed tag is never adopted
+//     ([ErrNotManaged]).
 //   - [Release] restores the recorded starting state of every step that was
 //     applied, and leaves the inline deny in place unless asked.
 package isolate
@@ -69,6 +77,11 @@ var (
 	// ErrNotInVPC: the instance has no VPC, so it has no network interfaces
 	// to isolate.
 	ErrNotInVPC = errors.New("instance is not in a VPC")
+	// ErrDefaultVPC: the instance is in a default VPC and
+	// Options.AllowDefaultVPC was not set. Default subnets are shared by
+	// every instance launched without a subnet and auto-assign public IPv4
+	// addresses that isolation cannot remove.
+	ErrDefaultVPC = errors.New("refusing to isolate an instance in a default VPC without --allow-default-vpc")
 	// ErrDefaultVPCNACL: --nacl was asked for an instance in a default VPC,
 	// whose subnets every untagged launch shares.
 	ErrDefaultVPCNACL = errors.New("refusing a deny-all network ACL in a default VPC")
@@ -83,6 +96,10 @@ var (
 	// ErrNoSSMEndpoints: --allow-ssm was asked but the VPC has no SSM
 	// interface endpoints to allow.
 	ErrNoSSMEndpoints = errors.New("no SSM VPC endpoints")
+	// ErrNotManaged: a security group or instance profile carries the name
+	// of one of impound's but not its managed tag, so impound did not
+	// create it and will not use it.
+	ErrNotManaged = errors.New("resource not created by impound")
 	// ErrNotApplied: AWS accepted a change but reading back does not show it.
 	ErrNotApplied = errors.New("change not visible after applying it")
 )
@@ -148,6 +165,9 @@ type Options struct {
 	AllowSSM  bool // isolation group keeps HTTPS egress to the VPC's SSM and S3 endpoints
 	NACL      bool // also swap each subnet's network ACL for a deny-all one (cuts the whole subnet)
 	ASGDetach bool // DetachInstances instead of EnterStandby
+	// AllowDefaultVPC isolates an instance in a default VPC, which is
+	// otherwise refused with ErrDefaultVPC (never together with NACL).
+	AllowDefaultVPC bool
 	// RevokeDeny makes Release delete the inline deny policy too.
 	RevokeDeny bool
 	// UntrackWait is how long an interface holds the all-open group before

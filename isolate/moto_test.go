@@ -176,8 +176,24 @@ func testIsolateAndRelease(t *testing.T, w world) {
 			t.Errorf("step %s: status %s (%v), want done", r.Name, r.Status, r.Err)
 		}
 	}
-	if len(saved) != len(wantNames)+1 {
-		t.Errorf("state saved %d times, want %d (after every step and at the end)", len(saved), len(wantNames)+1)
+	// Saved after every step, at the end, and before each interface is
+	// opened to all traffic (marked pending, so a release after a crash
+	// there acts on it).
+	var pending []string
+	for _, b := range saved {
+		sv, err := UnmarshalState(b)
+		if err != nil {
+			t.Fatalf("saved state: %v", err)
+		}
+		if sv.Pending != "" {
+			pending = append(pending, sv.Pending)
+		}
+	}
+	if len(saved) != len(wantNames)+1+2 {
+		t.Errorf("state saved %d times, want %d (after every step, at the end, and before each interface change)", len(saved), len(wantNames)+1+2)
+	}
+	if !slices.Equal(pending, []string{StepNetworkPrefix + s.eni0, StepNetworkPrefix + s.eni1}) || st.Pending != "" {
+		t.Errorf("pending saves = %v, final pending %q; want one per interface, none at the end", pending, st.Pending)
 	}
 
 	// Auto Scaling: in standby.

@@ -39,6 +39,13 @@ func testNACLDetachAllowSSM(t *testing.T, w world) {
 	if err != nil {
 		t.Fatalf("Run: %v", err)
 	}
+	// The subnet's original network ACL is part of the recorded starting
+	// state, captured before any step ran.
+	if rs := rec.byName(StepRecordState); rs == nil {
+		t.Error("record-state not recorded")
+	} else if o, ok := rs.After.(Original); !ok || len(o.NetworkACLs) != 1 || o.NetworkACLs[0] != before[0] {
+		t.Errorf("recorded starting state network ACLs = %+v, want %+v", rs.After, before)
+	}
 	// Detached from the group.
 	if g, l := cliASGLifecycle(t, ep, s.instance); g != "" {
 		t.Errorf("still in auto scaling group %s (%s)", g, l)

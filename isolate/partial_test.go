@@ -6,11 +6,22 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/iam"
 )
+
+// defaultVPCOf returns the VPC of instance id.
+func defaultVPCOf(t *testing.T, ctx context.Context, c Clients, id string) string {
+	t.Helper()
+	inst, _, err := describeInstance(ctx, c, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return aws.ToString(inst.VpcId)
+}
 
 func statuses(rec *recorder) map[string]Status {
 	m := map[string]Status{}
@@ -62,15 +73,28 @@ func testPartialFailureAndRerun(t *testing.T, w world) {
 		t.Errorf("status tag = %v, want partially-isolated", tags[s.instance])
 	}
 
-	// Re-run with the permission back: the profile step runs, the rest is found done.
+	// Without the profile replaced the deny still goes on (stolen
+	// credentials are cut), with a warning that it must move forward.
+	if r := rec.byName(StepRevokeSessions); !strings.Contains(r.Note, "not replaced yet") {
+		t.Errorf("revoke-sessions note %q does not warn that the profile is not replaced", r.Note)
+	}
+	firstCutoff := roleCutoff(t, ctx, c, s.role)
+
+	// Re-run an hour later with the permission back: the profile step
+	// runs, and the deny's cut-off moves to after the replacement (the
+	// instance obtained fresh credentials for the old role meanwhile);
+	// the rest is found done.
+	rerunAt := fixedNow.Add(time.Hour)
 	rec2 := &recorder{}
-	st2, err := Run(ctx, c, s.instance, st, testOptions(rec2))
+	opts2 := testOptions(rec2)
+	opts2.Now = func() time.Time { return rerunAt }
+	st2, err := Run(ctx, c, s.instance, st, opts2)
 	if err != nil {
 		t.Fatalf("re-run: %v", err)
 	}
 	for name, status := range statuses(rec2) {
 		want := StatusAlready
-		if name == StepProfile || name == StepTags {
+		if name == StepProfile || name == StepRevokeSessions || name == StepTags {
 			want = StatusDone
 		}
 		if status != want {
@@ -79,6 +103,11 @@ func testPartialFailureAndRerun(t *testing.T, w world) {
 	}
 	if arn := cliProfileARN(t, ep, s.instance); arn != st2.Resources.IsolationProfile {
 		t.Errorf("profile after re-run = %q, want %q", arn, st2.Resources.IsolationProfile)
+	}
+	cutoff := roleCutoff(t, ctx, c, s.role)
+	if !st2.ProfileReplacedAt.Equal(rerunAt) || cutoff.Before(st2.ProfileReplacedAt) || !cutoff.After(firstCutoff) {
+		t.Errorf("deny cut-off %s (first run %s), profile replaced at %s: the cut-off must not be before the replacement",
+			cutoff, firstCutoff, st2.ProfileReplacedAt)
 	}
 	if !sameJSON(st2.Original, st.Original) {
 		t.Error("re-run changed the recorded starting state")
@@ -90,6 +119,36 @@ func testPartialFailureAndRerun(t *testing.T, w world) {
 	if tags[s.instance][TagStatus] != "isolated" {
 		t.Errorf("status tag after re-run = %v", tags[s.instance])
 	}
+
+	// A third run, later still, finds everything done: the cut-off stays.
+	rec3 := &recorder{}
+	opts3 := testOptions(rec3)
+	opts3.Now = func() time.Time { return rerunAt.Add(time.Hour) }
+	if _, err := Run(ctx, c, s.instance, st2, opts3); err != nil {
+		t.Fatalf("third run: %v", err)
+	}
+	for name, status := range statuses(rec3) {
+		if status != StatusAlready {
+			t.Errorf("third run step %s: %s, want already-done", name, status)
+		}
+	}
+	if again := roleCutoff(t, ctx, c, s.role); !again.Equal(cutoff) {
+		t.Errorf("third run moved the cut-off from %s to %s", cutoff, again)
+	}
+}
+
+// roleCutoff returns the cut-off of impound's inline deny on role.
+func roleCutoff(t *testing.T, ctx context.Context, c Clients, role string) time.Time {
+	t.Helper()
+	v, err := readDeny(ctx, c, []string{role}, DenyPolicyName("IR-2026-0042"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	at, err := time.Parse(time.RFC3339, v[role])
+	if err != nil {
+		t.Fatalf("deny on role %s: cut-off %q: %v", role, v[role], err)
+	}
+	return at
 }
 
 // When the instance cannot be taken out of its Auto Scaling group, nothing
@@ -213,21 +272,49 @@ func testBadInput(t *testing.T, w world) {
 	}
 	check("terminated instance", c, s.other, testOptions(nil), ErrInstanceTerminated)
 
-	// An instance in the default VPC: isolated, but never with --nacl.
+	// An instance in a default VPC is refused unless allowed, and never
+	// with --nacl; each refusal is recorded and changes nothing.
 	def, err := s.defaultVPCInstance(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
+	check("default VPC", c, def, testOptions(nil), ErrDefaultVPC)
 	nacl := testOptions(nil)
-	nacl.NACL = true
-	check("default VPC with --nacl", c, def, nacl, ErrDefaultVPCNACL)
+	nacl.NACL, nacl.AllowDefaultVPC = true, true
+	check("default VPC with --nacl and --allow-default-vpc", c, def, nacl, ErrDefaultVPCNACL)
 	rec := &recorder{}
-	st, err := Run(ctx, c, def, nil, testOptions(rec))
-	if err != nil {
-		t.Fatalf("default VPC without --nacl: %v", err)
+	opts := testOptions(rec)
+	opts.Record = rec.record
+	_, err = Run(ctx, c, def, nil, opts)
+	refusal := rec.byName(StepRecordState)
+	for _, want := range []string{"--allow-default-vpc", "public IPv4", "shared by every instance", "nothing was changed"} {
+		if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(refusal.Err.Error(), want) {
+			t.Errorf("default VPC refusal %v does not say %q", err, want)
+		}
 	}
-	if !st.Original.DefaultVPC || rec.steps[0].Note != "instance is in a default VPC" {
-		t.Errorf("default VPC not recorded: %+v %q", st.Original.DefaultVPC, rec.steps[0].Note)
+	if o, ok := refusal.Before.(Original); !ok || !o.DefaultVPC || refusal.After != nil {
+		t.Errorf("refusal record: before %+v after %+v, want the starting state read and nothing after", refusal.Before, refusal.After)
+	}
+	if tags, _ := readTags(ctx, c, []string{def}); len(tags[def]) != 0 {
+		t.Errorf("refused instance was tagged: %v", tags[def])
+	}
+	if g, _ := findGroup(ctx, c, defaultVPCOf(t, ctx, c, def), IsolationGroupName); g != nil {
+		t.Errorf("refusal created isolation group %s", aws.ToString(g.GroupId))
+	}
+
+	// With the override it is isolated, and the record says so.
+	rec = &recorder{}
+	opts = testOptions(rec)
+	opts.AllowDefaultVPC = true
+	st, err := Run(ctx, c, def, nil, opts)
+	if err != nil {
+		t.Fatalf("default VPC with --allow-default-vpc: %v", err)
+	}
+	if !st.Original.DefaultVPC || !st.Options.AllowDefaultVPC || !strings.Contains(rec.steps[0].Note, "--allow-default-vpc") {
+		t.Errorf("default VPC not recorded: %+v %+v %q", st.Original.DefaultVPC, st.Options, rec.steps[0].Note)
+	}
+	if n := rec.byName(StepNetworkPrefix + st.Original.Interfaces[0].ID); n == nil || n.Status != StatusDone {
+		t.Errorf("network step with the override: %+v", n)
 	}
 
 	// A state for another instance is refused.

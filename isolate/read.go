@@ -40,8 +40,9 @@ func describeInstance(ctx context.Context, c Clients, id string) (*ec2types.Inst
 	return nil, "", fmt.Errorf("instance %s: %w in Region %s (check --region and the account of --role-arn)", id, ErrInstanceNotFound, c.Region)
 }
 
-// capture reads the instance's starting state.
-func capture(ctx context.Context, c Clients, inst *ec2types.Instance) (Original, error) {
+// capture reads the instance's starting state; with nacl, also the network
+// ACL association of each of its subnets.
+func capture(ctx context.Context, c Clients, inst *ec2types.Instance, nacl bool) (Original, error) {
 	id := aws.ToString(inst.InstanceId)
 	o := Original{
 		State:    string(inst.State.Name),
@@ -79,6 +80,11 @@ func capture(ctx context.Context, c Clients, inst *ec2types.Instance) (Original,
 		return o, err
 	}
 	o.Interfaces = ifs
+	if nacl {
+		if o.NetworkACLs, err = readNACLs(ctx, c, subnets(ifs)); err != nil {
+			return o, err
+		}
+	}
 	if o.ElasticIPs, err = readEIPs(ctx, c, enis); err != nil {
 		return o, err
 	}

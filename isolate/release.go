@@ -83,6 +83,9 @@ func Release(ctx context.Context, c Clients, st *State, opts Options) (*State, e
 // attempted says whether isolation touched the named step (even if it
 // failed halfway), so release has something to put back.
 func (s *State) attempted(name string) bool {
+	if s.Pending == name {
+		return true
+	}
 	for _, l := range s.Steps {
 		if l.Name == name && (l.Status == StatusDone || l.Status == StatusFailed) {
 			return true

@@ -174,7 +174,9 @@ func dedupe(rs []rule) []rule {
 	return out
 }
 
-// findGroup returns the ID of impound's group name in vpc, or "".
+// findGroup returns impound's group name in vpc, or nil when there is none.
+// A group of that name without impound's managed tag is an error wrapping
+// ErrNotManaged: it is never adopted.
 func findGroup(ctx context.Context, c Clients, vpc, name string) (*ec2types.SecurityGroup, error) {
 	out, err := c.EC2.DescribeSecurityGroups(ctx, &ec2.DescribeSecurityGroupsInput{Filters: []ec2types.Filter{
 		{Name: aws.String("vpc-id"), Values: []string{vpc}},
@@ -184,11 +186,26 @@ func findGroup(ctx context.Context, c Clients, vpc, name string) (*ec2types.Secu
 		return nil, fmt.Errorf("describe security group %s in %s: %w", name, vpc, classify(err))
 	}
 	for i := range out.SecurityGroups {
-		if aws.ToString(out.SecurityGroups[i].GroupName) == name {
-			return &out.SecurityGroups[i], nil
+		g := &out.SecurityGroups[i]
+		if aws.ToString(g.GroupName) != name {
+			continue
 		}
+		if !managedEC2(g.Tags) {
+			return nil, fmt.Errorf("security group %s named %s in %s is not tagged %s=true: %w; anyone allowed to create groups in the account could have made it to let traffic through: delete or rename it, then run again",
+				aws.ToString(g.GroupId), name, vpc, TagManaged, ErrNotManaged)
+		}
+		return g, nil
 	}
 	return nil, nil
+}
+
+func managedEC2(tags []ec2types.Tag) bool {
+	for _, t := range tags {
+		if aws.ToString(t.Key) == TagManaged && aws.ToString(t.Value) == "true" {
+			return true
+		}
+	}
+	return false
 }
 
 // groupRules returns a group's current rules.
@@ -303,6 +320,14 @@ func ensureProfile(ctx context.Context, c Clients, dryRun bool) (string, []strin
 	out, err := c.IAM.GetInstanceProfile(ctx, &iam.GetInstanceProfileInput{InstanceProfileName: aws.String(IsolationProfileName)})
 	if err == nil {
 		p := out.InstanceProfile
+		managed := false
+		for _, t := range p.Tags {
+			managed = managed || (aws.ToString(t.Key) == TagManaged && aws.ToString(t.Value) == "true")
+		}
+		if !managed {
+			return "", nil, fmt.Errorf("instance profile %s (%s) is not tagged %s=true: %w; anyone allowed to create instance profiles could have made it to hand the instance a role: delete it, then run again",
+				IsolationProfileName, aws.ToString(p.Arn), TagManaged, ErrNotManaged)
+		}
 		if len(p.Roles) > 0 {
 			return "", nil, fmt.Errorf("instance profile %s holds role %s; impound's isolation profile must be empty: remove the role", IsolationProfileName, aws.ToString(p.Roles[0].RoleName))
 		}

@@ -55,7 +55,7 @@ func Run(ctx context.Context, c Clients, instanceID string, prior *State, opts O
 	st := &State{
 		Version: StateVersion, CaseID: opts.CaseID, InstanceID: instanceID, Region: c.Region,
 		StartedAt: now, IsolatedAt: now,
-		Options: RunFlags{AllowSSM: opts.AllowSSM, NACL: opts.NACL, ASGDetach: opts.ASGDetach},
+		Options: RunFlags{AllowSSM: opts.AllowSSM, NACL: opts.NACL, ASGDetach: opts.ASGDetach, AllowDefaultVPC: opts.AllowDefaultVPC},
 	}
 	if prior != nil && prior.Original.VpcID == "" {
 		log.Warn().Msg("prior isolation state holds no starting state; recording it afresh")
@@ -140,17 +140,26 @@ func (r *runner) recordState(ctx context.Context, rerun bool) (*ec2types.Instanc
 			}
 		}
 	}
-	o, err := capture(ctx, r.c, inst)
+	o, err := capture(ctx, r.c, inst, r.opts.NACL)
 	if err != nil {
 		return fail(fmt.Errorf("record starting state of %s: %w", id, err))
 	}
-	if r.opts.NACL && o.DefaultVPC {
-		return fail(fmt.Errorf("instance %s is in default VPC %s: %w; every default-subnet instance would be cut off: isolate without --nacl", id, o.VpcID, ErrDefaultVPCNACL))
+	if o.DefaultVPC {
+		s.Before = o // what was read, for the record of the refusal
+		if r.opts.NACL {
+			return fail(fmt.Errorf("instance %s is in default VPC %s: %w; every default-subnet instance would be cut off: isolate without --nacl", id, o.VpcID, ErrDefaultVPCNACL))
+		}
+		if !r.opts.AllowDefaultVPC {
+			return fail(fmt.Errorf("instance %s is in default VPC %s: %w: its default subnets are shared by every instance launched without a subnet, "+
+				"and they auto-assign public IPv4 addresses, which isolation cannot remove (only Elastic IPs can be disassociated), so the instance keeps a public address; "+
+				"nothing was changed. To contain it anyway with its security groups, instance profile and the other steps, run again with --allow-default-vpc "+
+				"(security-group isolation still cuts its traffic, public address or not)", id, o.VpcID, ErrDefaultVPC))
+		}
 	}
 	r.state.Original = o
 	s.After = o
 	if o.DefaultVPC {
-		s.Note = "instance is in a default VPC"
+		s.Note = "instance is in a default VPC: isolated as asked with --allow-default-vpc; a public IPv4 address auto-assigned by the default subnet stays (security-group isolation still applies)"
 	}
 	s.Status = StatusDone
 	if r.opts.DryRun {
@@ -353,8 +362,11 @@ func applyProtection(ctx context.Context, c Clients, id string, want, cur protec
 		}
 	}
 	if cur.ShutdownBehavior != want.ShutdownBehavior && want.ShutdownBehavior != "" {
+		// The Attribute/Value form (which AWS documents for this
+		// attribute): moto 5.2 ignores InstanceInitiatedShutdownBehavior.Value
+		// and takes the call for a security-group change.
 		if _, err := c.EC2.ModifyInstanceAttribute(ctx, &ec2.ModifyInstanceAttributeInput{
-			InstanceId: &id, InstanceInitiatedShutdownBehavior: &ec2types.AttributeValue{Value: aws.String(want.ShutdownBehavior)},
+			InstanceId: &id, Attribute: ec2types.InstanceAttributeNameInstanceInitiatedShutdownBehavior, Value: aws.String(want.ShutdownBehavior),
 		}); err != nil {
 			errs = append(errs, fmt.Errorf("set instanceInitiatedShutdownBehavior=%s: %w", want.ShutdownBehavior, classify(err)))
 		}
@@ -500,36 +512,56 @@ func (r *runner) stepNetwork(ni InterfaceState) stepDef {
 		w := want()
 		var note string
 		if !slices.Equal(v.Groups, w.Groups) {
+			// Should the process die while the interface is open to all,
+			// the saved State must let release and a re-run act on it.
+			if err := r.savePending(ctx, d.name); err != nil {
+				return "", err
+			}
 			// Untrack established flows first: only while inbound and
 			// outbound allow everything from 0.0.0.0/0 and ::/0 are they
 			// untracked, so the isolation group then cuts them.
 			if _, err := r.c.EC2.ModifyNetworkInterfaceAttribute(ctx, &ec2.ModifyNetworkInterfaceAttributeInput{
 				NetworkInterfaceId: aws.String(ni.ID), Groups: []string{r.state.Resources.AllOpenGroup},
 			}); err != nil {
-				return "", fmt.Errorf("interface %s: set all-open group %s: %w", ni.ID, r.state.Resources.AllOpenGroup, classify(err))
+				// A call cancelled or timed out on our side may still have
+				// been applied: only go on as if it failed when AWS shows
+				// the interface without the all-open group.
+				sctx, cancel := settleContext(ctx)
+				defer cancel()
+				now, rerr := readIface(sctx, r.c, ni.ID)
+				if rerr != nil || !slices.Equal(now.Groups, []string{r.state.Resources.AllOpenGroup}) {
+					return "", fmt.Errorf("interface %s: set all-open group %s: %w", ni.ID, r.state.Resources.AllOpenGroup, classify(err))
+				}
+				zerolog.Ctx(ctx).Warn().Str("network_interface_id", ni.ID).Err(err).Msg("all-open group applied although the call failed; isolating the interface")
 			}
 			note = fmt.Sprintf("groups %v -> all-open %s -> isolation %s", v.Groups, r.state.Resources.AllOpenGroup, r.state.Resources.IsolationGroup)
 			if r.opts.UntrackWait > 0 {
+				t := time.NewTimer(r.opts.UntrackWait)
 				select {
 				case <-ctx.Done():
-					return note, ctx.Err()
-				case <-time.After(r.opts.UntrackWait):
+				case <-t.C:
 				}
+				t.Stop()
 			}
-			if _, err := r.c.EC2.ModifyNetworkInterfaceAttribute(ctx, &ec2.ModifyNetworkInterfaceAttributeInput{
+			// The interface is open to all traffic now: whatever happens to
+			// ctx, it gets the isolation group (containment wins over
+			// cancellation), or failing that its previous groups.
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
+			defer cancel()
+			if _, err := r.c.EC2.ModifyNetworkInterfaceAttribute(fctx, &ec2.ModifyNetworkInterfaceAttributeInput{
 				NetworkInterfaceId: aws.String(ni.ID), Groups: w.Groups,
 			}); err != nil {
-				// Never leave an interface open to all traffic: put its
-				// groups back (on a fresh context, even if ours was cancelled).
-				bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-				defer cancel()
-				if _, berr := r.c.EC2.ModifyNetworkInterfaceAttribute(bctx, &ec2.ModifyNetworkInterfaceAttributeInput{
+				if _, berr := r.c.EC2.ModifyNetworkInterfaceAttribute(fctx, &ec2.ModifyNetworkInterfaceAttributeInput{
 					NetworkInterfaceId: aws.String(ni.ID), Groups: v.Groups,
 				}); berr != nil {
 					zerolog.Ctx(ctx).Error().Str("network_interface_id", ni.ID).Err(berr).Msg("interface left in the all-open group")
 					return note + "; INTERFACE LEFT OPEN TO ALL TRAFFIC", fmt.Errorf("interface %s: set isolation group %s: %w; putting back its groups %v failed too (%v): it is open to all traffic, fix it at once", ni.ID, w.Groups[0], classify(err), v.Groups, berr)
 				}
 				return note + "; isolation group refused, previous groups put back", fmt.Errorf("interface %s: set isolation group %s: %w", ni.ID, w.Groups[0], classify(err))
+			}
+			if err := ctx.Err(); err != nil {
+				return note + "; cancelled while flows were being untracked: isolation group applied at once, connection-tracking timeouts not lowered",
+					fmt.Errorf("interface %s: cancelled after the all-open group was set (the isolation group was applied): %w", ni.ID, err)
 			}
 		}
 		if v.TCPEstablishedTimeout != w.TCPEstablishedTimeout || v.UDPStreamTimeout != w.UDPStreamTimeout || v.UDPTimeout != w.UDPTimeout {
@@ -642,9 +674,31 @@ func (r *runner) stepProfile() stepDef {
 	d.want = func() any { return profileView{ARN: r.state.Resources.IsolationProfile} }
 	d.done = func(cur any) bool { return cur.(profileView).ARN == r.state.Resources.IsolationProfile }
 	d.apply = func(ctx context.Context, cur any) (string, error) {
-		return "", setProfile(ctx, r.c, id, cur.(profileView), r.state.Resources.IsolationProfile)
+		if err := setProfile(ctx, r.c, id, cur.(profileView), r.state.Resources.IsolationProfile); err != nil {
+			return "", err
+		}
+		// Taken after AWS accepted the replacement: revoke-sessions denies
+		// every session issued before it.
+		r.state.ProfileReplacedAt = r.opts.now()
+		return "", nil
 	}
 	return d
+}
+
+// revokeCutoff is the earliest cut-off the inline deny may hold: the moment
+// the profile association was replaced, or zero while it is not.
+func (r *runner) revokeCutoff() time.Time {
+	if t := r.state.ProfileReplacedAt; !t.IsZero() {
+		return t
+	}
+	// Found replaced without impound recording when: the first time it
+	// was seen so is after the replacement.
+	for _, l := range r.state.Steps {
+		if l.Name == StepProfile && (l.Status == StatusDone || l.Status == StatusAlready) {
+			return l.At
+		}
+	}
+	return time.Time{}
 }
 
 // setProfile makes arn the instance's profile ("" removes it).
@@ -746,11 +800,26 @@ func (r *runner) stepRevokeSessions() stepDef {
 		return d
 	}
 	name := DenyPolicyName(r.opts.CaseID)
+	// A deny counts only if its cut-off is at or after the profile
+	// replacement: until then the instance kept obtaining fresh credentials
+	// for the old role, and an earlier cut-off (from a run in which the
+	// profile step failed) would leave those valid.
+	replaced := r.revokeCutoff()
+	covers := func(t string) bool {
+		if t == "" {
+			return false
+		}
+		if replaced.IsZero() {
+			return true
+		}
+		c, err := time.Parse(time.RFC3339, t)
+		return err == nil && !c.Before(replaced)
+	}
 	d.resources = o.Profile.RoleARNs
 	d.read = func(ctx context.Context) (any, error) { return readDeny(ctx, r.c, o.Profile.Roles, name) }
 	d.done = func(cur any) bool {
 		for _, t := range cur.(denyView) {
-			if t == "" {
+			if !covers(t) {
 				return false
 			}
 		}
@@ -759,18 +828,22 @@ func (r *runner) stepRevokeSessions() stepDef {
 	d.want = func() any {
 		v := denyView{}
 		for _, role := range o.Profile.Roles {
-			v[role] = "(time the step runs)"
+			v[role] = "(time the step runs, not before the instance profile was replaced)"
 		}
 		return v
 	}
 	d.apply = func(ctx context.Context, cur any) (string, error) {
 		// The cut-off is taken after the profile was replaced, so every
 		// credential the instance obtained from the old role is older.
-		cutoff := r.opts.now().Truncate(time.Second).Add(time.Second)
+		at := r.opts.now()
+		if replaced.After(at) {
+			at = replaced
+		}
+		cutoff := at.Truncate(time.Second).Add(time.Second)
 		doc := denyPolicy(cutoff)
 		var errs []error
 		for role, t := range cur.(denyView) {
-			if t != "" {
+			if covers(t) {
 				continue
 			}
 			if _, err := r.c.IAM.PutRolePolicy(ctx, &iam.PutRolePolicyInput{RoleName: aws.String(role), PolicyName: aws.String(name), PolicyDocument: aws.String(doc)}); err != nil {
@@ -778,7 +851,11 @@ func (r *runner) stepRevokeSessions() stepDef {
 			}
 		}
 		r.state.Resources.DenyPolicyName = name
-		return fmt.Sprintf("sessions issued before %s denied; other instances sharing the role pick up fresh credentials from their metadata service", cutoff.Format(time.RFC3339)), errors.Join(errs...)
+		note := fmt.Sprintf("sessions issued before %s denied; other instances sharing the role pick up fresh credentials from their metadata service", cutoff.Format(time.RFC3339))
+		if replaced.IsZero() {
+			note += "; WARNING: the instance profile is not replaced yet, so the instance can still obtain new credentials for the role: a re-run that replaces it moves this cut-off forward"
+		}
+		return note, errors.Join(errs...)
 	}
 	return d
 }

@@ -19,24 +19,32 @@ type State struct {
 	Region     string    `json:"region"`
 	AccountID  string    `json:"account_id"`
 	StartedAt  time.Time `json:"started_at"`
-	// IsolatedAt is the time written in the tags and, for revoke-sessions,
-	// the cut-off before which sessions are denied.
+	// IsolatedAt is the time written in the tags.
 	IsolatedAt time.Time `json:"isolated_at"`
 	Options    RunFlags  `json:"options"`
 
-	Original  Original   `json:"original"`
-	Resources Resources  `json:"resources"`
-	Steps     []StepLog  `json:"steps"`
-	Released  bool       `json:"released,omitempty"`
-	Release   []StepLog  `json:"release,omitempty"`
-	History   []RunEntry `json:"history,omitempty"`
+	Original  Original  `json:"original"`
+	Resources Resources `json:"resources"`
+	Steps     []StepLog `json:"steps"`
+	// Pending names a step that had begun changing AWS when the State was
+	// saved and whose outcome is not logged yet (the process may have died
+	// in between); Release treats it as attempted.
+	Pending string `json:"pending,omitempty"`
+	// ProfileReplacedAt is when the instance-profile association was
+	// replaced by the isolation profile; the revoke-sessions cut-off is
+	// never earlier.
+	ProfileReplacedAt time.Time  `json:"profile_replaced_at,omitzero"`
+	Released          bool       `json:"released,omitempty"`
+	Release           []StepLog  `json:"release,omitempty"`
+	History           []RunEntry `json:"history,omitempty"`
 }
 
 // RunFlags are the options that shaped a run.
 type RunFlags struct {
-	AllowSSM  bool `json:"allow_ssm,omitempty"`
-	NACL      bool `json:"nacl,omitempty"`
-	ASGDetach bool `json:"asg_detach,omitempty"`
+	AllowSSM        bool `json:"allow_ssm,omitempty"`
+	NACL            bool `json:"nacl,omitempty"`
+	ASGDetach       bool `json:"asg_detach,omitempty"`
+	AllowDefaultVPC bool `json:"allow_default_vpc,omitempty"`
 }
 
 // RunEntry notes one Run or Release over this State.

@@ -1,25 +1,43 @@
 // Package controlplane collects what the AWS API knows about a compromised
 // instance (its description, volumes, network interfaces, security groups,
 // instance profile and role policies, tags, console output and screenshot,
-// and the CloudTrail events about it and its role) and stores each as
-// evidence in the vault.
+// the CloudTrail events about it and its role, and the triggering GuardDuty
+// finding) and stores each as evidence in the vault.
 //
 // # Guarantees
 //
 //   - Each item is stored write-once with its SHA-256 computed while
-//     streaming, and reported to the Recorder with its receipt.
+//     streaming, and reported to the Recorder with its receipt, the calls
+//     made and the notes an examiner needs.
 //   - An item that cannot be collected (a permission missing, a screenshot the
 //     instance type does not support) is reported as failed with the API's
 //     error, and the other items are still collected.
 //   - Items are JSON documents with a fixed envelope (what was called, in
-//     which account and Region, when) around the API's answer; console output
-//     and the screenshot are stored as the decoded bytes AWS returned.
+//     which account and Region, when, and notes such as a fallback used or a
+//     look-up cut short) around the API's answer; console output and the
+//     screenshot are stored as the decoded bytes AWS returned, and
+//     console-output.json says how the output was obtained (Latest or not,
+//     AWS's timestamp) and names its hash.
+//   - CloudTrail events are looked up over the whole window
+//     (Options.LookBack, 7 days by default) by the instance ID as a resource
+//     and as the role session name (Username), and by the instance
+//     profile's name and each of its roles' names and ARNs, in the
+//     instance's Region and again in the partition's global Region
+//     (us-east-1), which alone holds IAM's events; they are merged,
+//     de-duplicated by EventId and ordered by time. A look-up that reaches
+//     Options.MaxCloudTrailEvents stops and the item says so (truncated); a
+//     look-up in the instance's Region that fails fails the item, one in the
+//     global Region is recorded with its error and a note.
+//   - The GuardDuty finding is stored with its values as given, EventBridge
+//     event or bare detail, with the SHA-256 of the bytes given.
 package controlplane
 
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -34,6 +52,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/aws/aws-sdk-go-v2/service/iam"
+	iamtypes "github.com/aws/aws-sdk-go-v2/service/iam/types"
+	"github.com/aws/smithy-go"
 	"github.com/rs/zerolog"
 
 	"github.com/impound-ir/impound/vault"
@@ -51,9 +71,11 @@ const (
 	ItemIAM               = "iam.json"
 	ItemTags              = "tags.json"
 	ItemConsoleOutput     = "console-output.txt"
-	ItemScreenshot        = "console-screenshot.jpg"
-	ItemCloudTrail        = "cloudtrail-events.json"
-	ItemFinding           = "guardduty-finding.json"
+	// ItemConsoleOutputRecord says how the console output was obtained.
+	ItemConsoleOutputRecord = "console-output.json"
+	ItemScreenshot          = "console-screenshot.jpg"
+	ItemCloudTrail          = "cloudtrail-events.json"
+	ItemFinding             = "guardduty-finding.json"
 )
 
 type ec2API interface {
@@ -82,12 +104,35 @@ type cloudtrailAPI interface {
 type Clients struct {
 	EC2        ec2API
 	IAM        iamAPI
-	CloudTrail cloudtrailAPI
+	CloudTrail cloudtrailAPI // in the instance's Region
+	// GlobalCloudTrail is CloudTrail in GlobalRegion, where the events of
+	// global services (IAM, STS's global endpoint) are kept; nil when that
+	// is the instance's Region.
+	GlobalCloudTrail cloudtrailAPI
+	GlobalRegion     string
 }
 
 // NewClients builds Clients from the member account's configuration.
 func NewClients(cfg aws.Config) Clients {
-	return Clients{EC2: ec2.NewFromConfig(cfg), IAM: iam.NewFromConfig(cfg), CloudTrail: cloudtrail.NewFromConfig(cfg)}
+	c := Clients{EC2: ec2.NewFromConfig(cfg), IAM: iam.NewFromConfig(cfg), CloudTrail: cloudtrail.NewFromConfig(cfg)}
+	if g := GlobalRegion(cfg.Region); cfg.Region != "" && g != cfg.Region {
+		c.GlobalCloudTrail = cloudtrail.NewFromConfig(cfg, func(o *cloudtrail.Options) { o.Region = g })
+		c.GlobalRegion = g
+	}
+	return c
+}
+
+// GlobalRegion is the Region whose CloudTrail event history holds the
+// events of global services (IAM, STS's global endpoint) for the partition
+// of region.
+func GlobalRegion(region string) string {
+	switch {
+	case strings.HasPrefix(region, "cn-"):
+		return "cn-north-1"
+	case strings.HasPrefix(region, "us-gov-"):
+		return "us-gov-west-1"
+	}
+	return "us-east-1"
 }
 
 // Result is one collected (or failed) item.
@@ -96,6 +141,12 @@ type Result struct {
 	Key     string
 	Receipt *vault.Receipt // nil when Err is set
 	Err     error
+	// Calls are the API operations made for the item, with the parameters
+	// that change what AWS answers ("ec2:GetConsoleOutput Latest=true").
+	Calls []string
+	// Notes are what an examiner must know about the item: a fallback
+	// used, a look-up cut short. They are also in the item's envelope.
+	Notes []string
 }
 
 // Recorder records one item's outcome; an error stops the collection.
@@ -105,12 +156,18 @@ type Recorder func(ctx context.Context, r Result) error
 type Options struct {
 	AccountID string
 	Region    string
-	LookBack  time.Duration // CloudTrail look-back window
-	Now       func() time.Time
+	// LookBack is the CloudTrail window: events from Now-LookBack to Now
+	// are collected (DefaultLookBack when 0).
+	LookBack time.Duration
+	// MaxCloudTrailEvents bounds each CloudTrail look-up
+	// (DefaultMaxCloudTrailEvents when 0); a look-up that reaches it stops,
+	// and the item says so (truncated).
+	MaxCloudTrailEvents int
+	Now                 func() time.Time
 	// Key returns the vault key of an item.
 	Key func(item string) string
-	// Finding is the triggering GuardDuty finding (the EventBridge event's
-	// detail), stored as is when set.
+	// Finding is the triggering GuardDuty finding, either the EventBridge
+	// event or its detail; it is stored as given (see FindingRecord).
 	Finding json.RawMessage
 	Put     vault.PutOptions
 	Record  Recorder
@@ -118,7 +175,8 @@ type Options struct {
 
 // NewOptions returns the defaults.
 func NewOptions() Options {
-	return Options{LookBack: DefaultLookBack, Now: time.Now, Record: func(context.Context, Result) error { return nil }}
+	return Options{LookBack: DefaultLookBack, MaxCloudTrailEvents: DefaultMaxCloudTrailEvents, Now: time.Now,
+		Record: func(context.Context, Result) error { return nil }}
 }
 
 // Envelope wraps every JSON item: what was asked, of whom, when.
@@ -129,8 +187,16 @@ type Envelope struct {
 	AccountID  string    `json:"account_id"`
 	Region     string    `json:"region"`
 	Calls      []string  `json:"calls"` // API operations made, in order
+	Notes      []string  `json:"notes,omitempty"`
 	Collected  time.Time `json:"collected"`
 	Data       any       `json:"data"`
+}
+
+// collected is what one step gathered: the item's data and how.
+type collected struct {
+	data  any
+	calls []string
+	notes []string
 }
 
 // Collect gathers every item about instanceID and stores each in store. It
@@ -146,6 +212,9 @@ func Collect(ctx context.Context, c Clients, store vault.Store, instanceID strin
 	if o.LookBack <= 0 {
 		o.LookBack = DefaultLookBack
 	}
+	if o.MaxCloudTrailEvents <= 0 {
+		o.MaxCloudTrailEvents = DefaultMaxCloudTrailEvents
+	}
 	if o.Record == nil {
 		o.Record = func(context.Context, Result) error { return nil }
 	}
@@ -153,22 +222,8 @@ func Collect(ctx context.Context, c Clients, store vault.Store, instanceID strin
 	inst, err := col.instance(ctx)
 	if err != nil {
 		// Without the instance nothing else can be found; record and stop.
-		res := Result{Item: ItemInstance, Key: o.Key(ItemInstance), Err: err}
+		res := Result{Item: ItemInstance, Key: o.Key(ItemInstance), Err: err, Calls: []string{"ec2:DescribeInstances"}}
 		return []Result{res}, errors.Join(err, o.Record(ctx, res))
-	}
-	steps := []struct {
-		item string
-		fn   func(context.Context, *ec2types.Instance) (any, []string, error)
-	}{
-		{ItemInstance, func(context.Context, *ec2types.Instance) (any, []string, error) {
-			return inst, []string{"ec2:DescribeInstances"}, nil
-		}},
-		{ItemVolumes, col.volumes},
-		{ItemNetworkInterfaces, col.networkInterfaces},
-		{ItemSecurityGroups, col.securityGroups},
-		{ItemIAM, col.iam},
-		{ItemTags, col.tags},
-		{ItemCloudTrail, col.cloudTrail},
 	}
 	var results []Result
 	var errs []error
@@ -179,41 +234,63 @@ func Collect(ctx context.Context, c Clients, store vault.Store, instanceID strin
 		}
 		return o.Record(ctx, r)
 	}
-	for _, s := range steps {
-		data, calls, err := s.fn(ctx, inst)
-		r := Result{Item: s.item, Key: o.Key(s.item), Err: err}
+	storeJSON := func(item string, cd collected, err error) error {
+		r := Result{Item: item, Key: o.Key(item), Err: err, Calls: cd.calls, Notes: cd.notes}
 		if err == nil {
-			r.Receipt, r.Err = col.putJSON(ctx, s.item, calls, data)
+			r.Receipt, r.Err = col.putJSON(ctx, item, cd)
 		}
-		if err := record(r); err != nil {
-			return results, err
-		}
+		return record(r)
 	}
-	for _, raw := range []struct {
+	steps := []struct {
 		item string
-		fn   func(context.Context) ([]byte, error)
+		fn   func(context.Context, *ec2types.Instance) (collected, error)
 	}{
-		{ItemConsoleOutput, col.consoleOutput},
-		{ItemScreenshot, col.screenshot},
-	} {
-		data, err := raw.fn(ctx)
-		r := Result{Item: raw.item, Key: o.Key(raw.item), Err: err}
-		if err == nil {
-			r.Receipt, r.Err = col.put(ctx, raw.item, data)
-		}
-		if err := record(r); err != nil {
+		{ItemInstance, func(context.Context, *ec2types.Instance) (collected, error) {
+			return collected{data: inst, calls: []string{"ec2:DescribeInstances"}}, nil
+		}},
+		{ItemVolumes, col.volumes},
+		{ItemNetworkInterfaces, col.networkInterfaces},
+		{ItemSecurityGroups, col.securityGroups},
+		{ItemIAM, col.iam},
+		{ItemTags, col.tags},
+		{ItemCloudTrail, col.cloudTrail}, // after ItemIAM: it looks up the roles IAM named
+	}
+	for _, s := range steps {
+		cd, err := s.fn(ctx, inst)
+		if err := storeJSON(s.item, cd, err); err != nil {
 			return results, err
 		}
 	}
-	if len(o.Finding) > 0 {
-		var v any
-		r := Result{Item: ItemFinding, Key: o.Key(ItemFinding)}
-		if err := json.Unmarshal(o.Finding, &v); err != nil {
-			r.Err = fmt.Errorf("the GuardDuty finding is not JSON: %w", err)
-		} else {
-			r.Receipt, r.Err = col.putJSON(ctx, ItemFinding, []string{"events:GuardDuty Finding"}, v)
+
+	// Console output: the bytes as AWS returned them, then how they were obtained.
+	out, cd, err := col.consoleOutput(ctx)
+	r := Result{Item: ItemConsoleOutput, Key: o.Key(ItemConsoleOutput), Err: err, Calls: cd.calls, Notes: cd.notes}
+	if err == nil {
+		r.Receipt, r.Err = col.put(ctx, ItemConsoleOutput, out)
+	}
+	if err := record(r); err != nil {
+		return results, err
+	}
+	if r.Err == nil {
+		cd.data = ConsoleOutputRecord{ConsoleOutput: cd.data.(ConsoleOutputRecord).ConsoleOutput, Key: r.Key,
+			VersionID: r.Receipt.VersionID, SHA256: r.Receipt.SHA256, Size: r.Receipt.Size}
+		if err := storeJSON(ItemConsoleOutputRecord, cd, nil); err != nil {
+			return results, err
 		}
-		if err := record(r); err != nil {
+	}
+
+	shot, err := col.screenshot(ctx)
+	r = Result{Item: ItemScreenshot, Key: o.Key(ItemScreenshot), Err: err, Calls: []string{"ec2:GetConsoleScreenshot WakeUp=false"}}
+	if err == nil {
+		r.Receipt, r.Err = col.put(ctx, ItemScreenshot, shot)
+	}
+	if err := record(r); err != nil {
+		return results, err
+	}
+
+	if len(o.Finding) > 0 {
+		cd, err := col.finding()
+		if err := storeJSON(ItemFinding, cd, err); err != nil {
 			return results, err
 		}
 	}
@@ -225,11 +302,19 @@ type collector struct {
 	store vault.Store
 	id    string
 	o     Options
+
+	// roles are the instance profile's roles, as IAM named them; iamErr is
+	// why they are unknown.
+	roles  []iamtypes.Role
+	iamErr error
 }
 
-func (col *collector) putJSON(ctx context.Context, item string, calls []string, data any) (*vault.Receipt, error) {
+func (col *collector) putJSON(ctx context.Context, item string, cd collected) (*vault.Receipt, error) {
 	env := Envelope{Format: "impound-control-plane/1", Item: item, InstanceID: col.id, AccountID: col.o.AccountID,
-		Region: col.o.Region, Calls: calls, Collected: col.o.Now().UTC(), Data: data}
+		Region: col.o.Region, Calls: cd.calls, Notes: cd.notes, Collected: col.o.Now().UTC(), Data: cd.data}
+	if env.Calls == nil {
+		env.Calls = []string{}
+	}
 	b, err := json.MarshalIndent(env, "", "  ")
 	if err != nil {
 		return nil, fmt.Errorf("encode: %w", err)
@@ -270,7 +355,7 @@ func (col *collector) instance(ctx context.Context) (*ec2types.Instance, error) 
 	return nil, fmt.Errorf("instance %s not found in account %s, Region %s", col.id, col.o.AccountID, col.o.Region)
 }
 
-func (col *collector) volumes(ctx context.Context, inst *ec2types.Instance) (any, []string, error) {
+func (col *collector) volumes(ctx context.Context, inst *ec2types.Instance) (collected, error) {
 	var ids []string
 	for _, b := range inst.BlockDeviceMappings {
 		if b.Ebs != nil {
@@ -278,30 +363,32 @@ func (col *collector) volumes(ctx context.Context, inst *ec2types.Instance) (any
 		}
 	}
 	if len(ids) == 0 {
-		return []ec2types.Volume{}, nil, nil
+		return collected{data: []ec2types.Volume{}}, nil
 	}
+	calls := []string{"ec2:DescribeVolumes"}
 	out, err := col.c.EC2.DescribeVolumes(ctx, &ec2.DescribeVolumesInput{VolumeIds: ids})
 	if err != nil {
-		return nil, nil, fmt.Errorf("describe volumes: %w", err)
+		return collected{calls: calls}, fmt.Errorf("describe volumes: %w", err)
 	}
-	return out.Volumes, []string{"ec2:DescribeVolumes"}, nil
+	return collected{data: out.Volumes, calls: calls}, nil
 }
 
-func (col *collector) networkInterfaces(ctx context.Context, inst *ec2types.Instance) (any, []string, error) {
-	var all []ec2types.NetworkInterface
+func (col *collector) networkInterfaces(ctx context.Context, inst *ec2types.Instance) (collected, error) {
+	calls := []string{"ec2:DescribeNetworkInterfaces attachment.instance-id=" + col.id}
+	all := []ec2types.NetworkInterface{}
 	p := ec2.NewDescribeNetworkInterfacesPaginator(col.c.EC2, &ec2.DescribeNetworkInterfacesInput{
 		Filters: []ec2types.Filter{{Name: aws.String("attachment.instance-id"), Values: []string{col.id}}}})
 	for p.HasMorePages() {
 		page, err := p.NextPage(ctx)
 		if err != nil {
-			return nil, nil, fmt.Errorf("describe network interfaces: %w", err)
+			return collected{calls: calls}, fmt.Errorf("describe network interfaces: %w", err)
 		}
 		all = append(all, page.NetworkInterfaces...)
 	}
-	return all, []string{"ec2:DescribeNetworkInterfaces"}, nil
+	return collected{data: all, calls: calls}, nil
 }
 
-func (col *collector) securityGroups(ctx context.Context, inst *ec2types.Instance) (any, []string, error) {
+func (col *collector) securityGroups(ctx context.Context, inst *ec2types.Instance) (collected, error) {
 	ids := map[string]bool{}
 	for _, g := range inst.SecurityGroups {
 		ids[aws.ToString(g.GroupId)] = true
@@ -312,18 +399,19 @@ func (col *collector) securityGroups(ctx context.Context, inst *ec2types.Instanc
 		}
 	}
 	if len(ids) == 0 {
-		return []ec2types.SecurityGroup{}, nil, nil
+		return collected{data: []ec2types.SecurityGroup{}}, nil
 	}
 	var list []string
 	for id := range ids {
 		list = append(list, id)
 	}
 	sort.Strings(list)
+	calls := []string{"ec2:DescribeSecurityGroups"}
 	out, err := col.c.EC2.DescribeSecurityGroups(ctx, &ec2.DescribeSecurityGroupsInput{GroupIds: list})
 	if err != nil {
-		return nil, nil, fmt.Errorf("describe security groups: %w", err)
+		return collected{calls: calls}, fmt.Errorf("describe security groups: %w", err)
 	}
-	return out.SecurityGroups, []string{"ec2:DescribeSecurityGroups"}, nil
+	return collected{data: out.SecurityGroups, calls: calls}, nil
 }
 
 // IAMRecord is the instance profile and everything its roles may do.
@@ -334,144 +422,342 @@ type IAMRecord struct {
 
 // RoleRecord is one role with its inline and attached policies.
 type RoleRecord struct {
-	Role             any               `json:"role"`
+	Role any `json:"role"`
+	// TrustPolicy is the role's AssumeRolePolicyDocument, decoded.
+	TrustPolicy      string            `json:"trust_policy"`
 	InlinePolicies   map[string]string `json:"inline_policies"` // name -> policy document (decoded JSON text)
 	AttachedPolicies any               `json:"attached_policies"`
 }
 
-func (col *collector) iam(ctx context.Context, inst *ec2types.Instance) (any, []string, error) {
+func (col *collector) iam(ctx context.Context, inst *ec2types.Instance) (collected, error) {
+	cd, err := col.iamRecord(ctx, inst)
+	col.iamErr = err
+	return cd, err
+}
+
+func (col *collector) iamRecord(ctx context.Context, inst *ec2types.Instance) (collected, error) {
 	if inst.IamInstanceProfile == nil {
-		return IAMRecord{}, nil, nil
+		return collected{data: IAMRecord{Roles: []RoleRecord{}}, notes: []string{"the instance has no instance profile"}}, nil
 	}
-	arn := aws.ToString(inst.IamInstanceProfile.Arn)
-	name := arn[strings.LastIndexByte(arn, '/')+1:]
+	name := profileName(inst)
 	calls := []string{"iam:GetInstanceProfile"}
 	prof, err := col.c.IAM.GetInstanceProfile(ctx, &iam.GetInstanceProfileInput{InstanceProfileName: aws.String(name)})
 	if err != nil {
-		return nil, nil, fmt.Errorf("get instance profile %s: %w", name, err)
+		return collected{calls: calls}, fmt.Errorf("get instance profile %s: %w", name, err)
 	}
-	rec := IAMRecord{InstanceProfile: prof.InstanceProfile}
-	for _, r := range prof.InstanceProfile.Roles {
+	col.roles = prof.InstanceProfile.Roles
+	rec := IAMRecord{InstanceProfile: prof.InstanceProfile, Roles: []RoleRecord{}}
+	if len(col.roles) > 0 {
+		calls = append(calls, "iam:GetRole", "iam:ListRolePolicies", "iam:GetRolePolicy", "iam:ListAttachedRolePolicies")
+	}
+	for _, r := range col.roles {
 		rn := r.RoleName
 		role, err := col.c.IAM.GetRole(ctx, &iam.GetRoleInput{RoleName: rn})
 		if err != nil {
-			return nil, nil, fmt.Errorf("get role %s: %w", aws.ToString(rn), err)
+			return collected{calls: calls}, fmt.Errorf("get role %s: %w", aws.ToString(rn), err)
 		}
-		rr := RoleRecord{Role: role.Role, InlinePolicies: map[string]string{}}
+		rr := RoleRecord{Role: role.Role, TrustPolicy: policyDocument(role.Role.AssumeRolePolicyDocument), InlinePolicies: map[string]string{}}
 		pp := iam.NewListRolePoliciesPaginator(col.c.IAM, &iam.ListRolePoliciesInput{RoleName: rn})
 		for pp.HasMorePages() {
 			page, err := pp.NextPage(ctx)
 			if err != nil {
-				return nil, nil, fmt.Errorf("list role policies of %s: %w", aws.ToString(rn), err)
+				return collected{calls: calls}, fmt.Errorf("list role policies of %s: %w", aws.ToString(rn), err)
 			}
 			for _, pn := range page.PolicyNames {
 				p, err := col.c.IAM.GetRolePolicy(ctx, &iam.GetRolePolicyInput{RoleName: rn, PolicyName: aws.String(pn)})
 				if err != nil {
-					return nil, nil, fmt.Errorf("get role policy %s of %s: %w", pn, aws.ToString(rn), err)
+					return collected{calls: calls}, fmt.Errorf("get role policy %s of %s: %w", pn, aws.ToString(rn), err)
 				}
-				// IAM returns policy documents URL-encoded.
-				doc, err := url.QueryUnescape(aws.ToString(p.PolicyDocument))
-				if err != nil {
-					doc = aws.ToString(p.PolicyDocument)
-				}
-				rr.InlinePolicies[pn] = doc
+				rr.InlinePolicies[pn] = policyDocument(p.PolicyDocument)
 			}
 		}
-		var attached []any
+		attached := []iamtypes.AttachedPolicy{}
 		ap := iam.NewListAttachedRolePoliciesPaginator(col.c.IAM, &iam.ListAttachedRolePoliciesInput{RoleName: rn})
 		for ap.HasMorePages() {
 			page, err := ap.NextPage(ctx)
 			if err != nil {
-				return nil, nil, fmt.Errorf("list attached policies of %s: %w", aws.ToString(rn), err)
+				return collected{calls: calls}, fmt.Errorf("list attached policies of %s: %w", aws.ToString(rn), err)
 			}
-			for _, a := range page.AttachedPolicies {
-				attached = append(attached, a)
-			}
+			attached = append(attached, page.AttachedPolicies...)
 		}
 		rr.AttachedPolicies = attached
 		rec.Roles = append(rec.Roles, rr)
 	}
-	calls = append(calls, "iam:GetRole", "iam:ListRolePolicies", "iam:GetRolePolicy", "iam:ListAttachedRolePolicies")
-	return rec, calls, nil
+	return collected{data: rec, calls: calls}, nil
 }
 
-func (col *collector) tags(ctx context.Context, inst *ec2types.Instance) (any, []string, error) {
+// policyDocument decodes a policy document as IAM returns it, URL-encoded
+// (RFC 3986, so a + is a plus sign); a document that is not valid
+// URL-encoding is returned as is.
+func policyDocument(p *string) string {
+	doc, err := url.PathUnescape(aws.ToString(p))
+	if err != nil {
+		return aws.ToString(p)
+	}
+	return doc
+}
+
+// profileName is the name in the instance profile's ARN
+// (arn:aws:iam::111111111111:instance-profile/path/name).
+func profileName(inst *ec2types.Instance) string {
+	arn := aws.ToString(inst.IamInstanceProfile.Arn)
+	return arn[strings.LastIndexByte(arn, '/')+1:]
+}
+
+func (col *collector) tags(ctx context.Context, inst *ec2types.Instance) (collected, error) {
 	ids := []string{col.id}
 	for _, b := range inst.BlockDeviceMappings {
 		if b.Ebs != nil {
 			ids = append(ids, aws.ToString(b.Ebs.VolumeId))
 		}
 	}
-	var all []ec2types.TagDescription
+	calls := []string{"ec2:DescribeTags"}
+	all := []ec2types.TagDescription{}
 	p := ec2.NewDescribeTagsPaginator(col.c.EC2, &ec2.DescribeTagsInput{
 		Filters: []ec2types.Filter{{Name: aws.String("resource-id"), Values: ids}}})
 	for p.HasMorePages() {
 		page, err := p.NextPage(ctx)
 		if err != nil {
-			return nil, nil, fmt.Errorf("describe tags: %w", err)
+			return collected{calls: calls}, fmt.Errorf("describe tags: %w", err)
 		}
 		all = append(all, page.Tags...)
 	}
-	return all, []string{"ec2:DescribeTags"}, nil
+	return collected{data: all, calls: calls}, nil
 }
 
-// maxTrailEvents bounds one collection; CloudTrail's LookupEvents is 2 req/s per account.
-const maxTrailEvents = 50_000
+// DefaultMaxCloudTrailEvents bounds one CloudTrail look-up: LookupEvents
+// serves 50 events a call at 2 calls a second per account and Region, so
+// 50,000 events take about 8 minutes. Beyond that, the trail's S3 logs are
+// the place to look.
+const DefaultMaxCloudTrailEvents = 50_000
 
-func (col *collector) cloudTrail(ctx context.Context, inst *ec2types.Instance) (any, []string, error) {
+// trailPageSize is LookupEvents' largest page.
+const trailPageSize = 50
+
+// trailAttempts is how many times a LookupEvents call is tried: at 2 calls
+// a second per account and Region, a collection's look-ups are throttled
+// as a matter of course, and the SDK's backoff between attempts paces them.
+const trailAttempts = 10
+
+// patientRetries raises a call's attempts to trailAttempts.
+func patientRetries(o *cloudtrail.Options) {
+	if o.Retryer == nil || o.Retryer.MaxAttempts() < trailAttempts {
+		o.RetryMaxAttempts = trailAttempts
+	}
+}
+
+// TrailRecord is the CloudTrail item: the events about the instance and its
+// roles in the window, and the look-ups that found them.
+type TrailRecord struct {
+	// Start and End bound the window (End is the collection time).
+	Start time.Time `json:"start"`
+	End   time.Time `json:"end"`
+	// Lookups are the LookupEvents queries made, in order.
+	Lookups []TrailLookup `json:"lookups"`
+	// EventCount is len(Events): distinct events, by EventId.
+	EventCount int `json:"event_count"`
+	// Truncated is true when a look-up stopped at the event limit: events
+	// in the window may be missing.
+	Truncated bool `json:"truncated"`
+	// Events are oldest first (ties by EventId).
+	Events []cttypes.Event `json:"events"`
+}
+
+// TrailLookup is one LookupEvents query, followed through all its pages.
+type TrailLookup struct {
+	Region         string `json:"region"`
+	AttributeKey   string `json:"attribute_key"` // ResourceName or Username
+	AttributeValue string `json:"attribute_value"`
+	// Why says what the value is ("instance ID", "role name", ...).
+	Why    string `json:"why"`
+	Pages  int    `json:"pages"`
+	Events int    `json:"events"` // events returned, before de-duplication
+	// Truncated is true when the look-up stopped at the event limit;
+	// LookupEvents answers newest first, so what is missing is older than
+	// OldestEvent.
+	Truncated   bool       `json:"truncated"`
+	OldestEvent *time.Time `json:"oldest_event,omitempty"`
+	// Error is why the look-up failed; only a look-up in the global Region
+	// may fail without failing the item (the later ones there are not made).
+	Error string `json:"error,omitempty"`
+}
+
+func (col *collector) cloudTrail(ctx context.Context, inst *ec2types.Instance) (collected, error) {
 	end := col.o.Now().UTC()
 	start := end.Add(-col.o.LookBack)
-	names := []string{col.id}
+	rec := TrailRecord{Start: start, End: end, Lookups: []TrailLookup{}, Events: []cttypes.Event{}}
+	var notes []string
+	type query struct {
+		key      cttypes.LookupAttributeKey
+		val, why string
+	}
+	// Calls made with the instance role's credentials carry the instance
+	// ID as the role session name, CloudTrail's Username for them.
+	queries := []query{
+		{cttypes.LookupAttributeKeyResourceName, col.id, "instance ID"},
+		{cttypes.LookupAttributeKeyUsername, col.id, "instance ID as the role session name"},
+	}
 	if inst.IamInstanceProfile != nil {
-		// Events about the instance's role (credentials used from the instance
-		// carry the instance ID as the session name).
-		arn := aws.ToString(inst.IamInstanceProfile.Arn)
-		names = append(names, arn[strings.LastIndexByte(arn, '/')+1:])
+		queries = append(queries, query{cttypes.LookupAttributeKeyResourceName, profileName(inst), "instance profile name"})
+		for _, r := range col.roles {
+			queries = append(queries, query{cttypes.LookupAttributeKeyResourceName, aws.ToString(r.RoleName), "role name"},
+				query{cttypes.LookupAttributeKeyResourceName, aws.ToString(r.Arn), "role ARN"})
+		}
+		if col.iamErr != nil {
+			notes = append(notes, "the instance profile's roles are unknown (the IAM item failed), so no look-up was made by role: "+col.iamErr.Error())
+		}
+	}
+	// Every look-up is made in the instance's Region and, when it is not
+	// the global Region, again there: IAM changes to the role and IAM or STS
+	// calls made with its credentials are only in the global Region's
+	// event history.
+	type trail struct {
+		api    cloudtrailAPI
+		region string
+	}
+	trails := []trail{{col.c.CloudTrail, col.o.Region}}
+	if col.c.GlobalCloudTrail != nil {
+		trails = append(trails, trail{col.c.GlobalCloudTrail, col.c.GlobalRegion})
 	}
 	log := zerolog.Ctx(ctx)
 	seen := map[string]bool{}
-	var events []cttypes.Event
-	for _, name := range names {
-		p := cloudtrail.NewLookupEventsPaginator(col.c.CloudTrail, &cloudtrail.LookupEventsInput{
-			LookupAttributes: []cttypes.LookupAttribute{{AttributeKey: cttypes.LookupAttributeKeyResourceName, AttributeValue: aws.String(name)}},
-			StartTime:        aws.Time(start), EndTime: aws.Time(end),
-		})
-		for p.HasMorePages() {
-			page, err := p.NextPage(ctx)
-			if err != nil {
-				return nil, nil, fmt.Errorf("cloudtrail lookup-events %s: %w", name, err)
+	done := map[string]bool{}
+	for _, tr := range trails {
+		for _, q := range queries {
+			if q.val == "" || done[tr.region+"\x00"+string(q.key)+"\x00"+q.val] {
+				continue
 			}
-			for _, e := range page.Events {
+			done[tr.region+"\x00"+string(q.key)+"\x00"+q.val] = true
+			lk, err := col.lookup(ctx, tr.api, q.key, q.val, start, end, func(e cttypes.Event) {
 				if id := aws.ToString(e.EventId); !seen[id] {
 					seen[id] = true
-					events = append(events, e)
+					rec.Events = append(rec.Events, e)
 				}
+			})
+			lk.Region, lk.Why = tr.region, q.why
+			if err != nil && tr.region == col.o.Region {
+				return collected{calls: []string{"cloudtrail:LookupEvents"}},
+					fmt.Errorf("cloudtrail lookup-events %s=%s in %s: %w", q.key, q.val, tr.region, err)
 			}
-			if len(events) >= maxTrailEvents {
-				log.Warn().Int("events", len(events)).Msg("CloudTrail look-up stopped at its limit; query the trail's S3 logs for the rest")
+			if err != nil {
+				// The instance's Region was searched: keep what it gave, and
+				// say what is missing.
+				lk.Error = err.Error()
+				rec.Lookups = append(rec.Lookups, lk)
+				notes = append(notes, fmt.Sprintf("the look-ups in %s, where IAM and other global services' events are, failed (%s=%s: %v); "+
+					"events such as changes to the role may be missing", tr.region, q.key, q.val, err))
+				log.Warn().Err(err).Str("region", tr.region).Msg("CloudTrail look-up in the global Region failed")
 				break
 			}
+			if lk.Truncated {
+				rec.Truncated = true
+				notes = append(notes, fmt.Sprintf("look-up %s=%s in %s stopped at %d events: events before %s may be missing; query the trail's S3 logs for them",
+					q.key, q.val, tr.region, col.o.MaxCloudTrailEvents, lk.OldestEvent.UTC().Format(time.RFC3339)))
+				log.Warn().Str("attribute", string(q.key)).Str("value", q.val).Str("region", tr.region).Int("events", lk.Events).
+					Msg("CloudTrail look-up stopped at its limit; query the trail's S3 logs for the rest")
+			}
+			rec.Lookups = append(rec.Lookups, lk)
 		}
 	}
-	sort.Slice(events, func(i, j int) bool { return aws.ToTime(events[i].EventTime).Before(aws.ToTime(events[j].EventTime)) })
-	return struct {
-		Start  time.Time       `json:"start"`
-		End    time.Time       `json:"end"`
-		Names  []string        `json:"resource_names"`
-		Events []cttypes.Event `json:"events"`
-	}{start, end, names, events}, []string{"cloudtrail:LookupEvents"}, nil
+	sort.SliceStable(rec.Events, func(i, j int) bool {
+		ti, tj := aws.ToTime(rec.Events[i].EventTime), aws.ToTime(rec.Events[j].EventTime)
+		if !ti.Equal(tj) {
+			return ti.Before(tj)
+		}
+		return aws.ToString(rec.Events[i].EventId) < aws.ToString(rec.Events[j].EventId)
+	})
+	rec.EventCount = len(rec.Events)
+	calls := make([]string, len(rec.Lookups))
+	for i, lk := range rec.Lookups {
+		calls[i] = "cloudtrail:LookupEvents " + lk.AttributeKey + "=" + lk.AttributeValue
+		if lk.Region != col.o.Region {
+			calls[i] += " region=" + lk.Region
+		}
+	}
+	return collected{data: rec, calls: calls, notes: notes}, nil
 }
 
-func (col *collector) consoleOutput(ctx context.Context) ([]byte, error) {
+// lookup follows one LookupEvents query through its pages, up to
+// Options.MaxCloudTrailEvents events, handing each to add.
+func (col *collector) lookup(ctx context.Context, api cloudtrailAPI, key cttypes.LookupAttributeKey, val string, start, end time.Time,
+	add func(cttypes.Event)) (TrailLookup, error) {
+	lk := TrailLookup{AttributeKey: string(key), AttributeValue: val}
+	p := cloudtrail.NewLookupEventsPaginator(api, &cloudtrail.LookupEventsInput{
+		LookupAttributes: []cttypes.LookupAttribute{{AttributeKey: key, AttributeValue: aws.String(val)}},
+		StartTime:        aws.Time(start), EndTime: aws.Time(end), MaxResults: aws.Int32(trailPageSize),
+	})
+	max := col.o.MaxCloudTrailEvents
+	for p.HasMorePages() && !lk.Truncated {
+		page, err := p.NextPage(ctx, patientRetries)
+		if err != nil {
+			return lk, err
+		}
+		lk.Pages++
+		for _, e := range page.Events {
+			if lk.Events == max {
+				lk.Truncated = true
+				break
+			}
+			lk.Events++
+			if t := aws.ToTime(e.EventTime); lk.OldestEvent == nil || t.Before(*lk.OldestEvent) {
+				lk.OldestEvent = &t
+			}
+			add(e)
+		}
+		if lk.Events == max && p.HasMorePages() {
+			lk.Truncated = true
+		}
+	}
+	if !lk.Truncated {
+		lk.OldestEvent = nil
+	}
+	return lk, nil
+}
+
+// ConsoleOutputRecord says how the console output item was obtained.
+type ConsoleOutputRecord struct {
+	ConsoleOutput
+	// Key, VersionID, SHA256 and Size identify the stored console output.
+	Key       string `json:"key"`
+	VersionID string `json:"version_id"`
+	SHA256    string `json:"sha256"`
+	Size      int64  `json:"size"`
+}
+
+// ConsoleOutput is GetConsoleOutput's answer, without the output itself.
+type ConsoleOutput struct {
+	// Latest is true when the most recent output was asked for (Nitro
+	// instance types); false when the instance type refused it and the
+	// buffer as last published was taken instead.
+	Latest bool `json:"latest"`
+	// Timestamp is when AWS last updated the output.
+	Timestamp *time.Time `json:"timestamp,omitempty"`
+}
+
+func (col *collector) consoleOutput(ctx context.Context) ([]byte, collected, error) {
+	cd := collected{calls: []string{"ec2:GetConsoleOutput Latest=true"}}
+	rec := ConsoleOutput{Latest: true}
 	out, err := col.c.EC2.GetConsoleOutput(ctx, &ec2.GetConsoleOutputInput{InstanceId: aws.String(col.id), Latest: aws.Bool(true)})
+	var ae smithy.APIError
+	if errors.As(err, &ae) && ae.ErrorCode() == "UnsupportedOperation" {
+		// Xen instance types (t2, m4, c4, ...) only have the output as last
+		// published, a few minutes behind.
+		cd.notes = append(cd.notes, "the instance type does not support the latest console output ("+ae.ErrorCode()+": "+ae.ErrorMessage()+
+			"); the output as last published was collected instead")
+		cd.calls = append(cd.calls, "ec2:GetConsoleOutput Latest=false")
+		rec.Latest = false
+		out, err = col.c.EC2.GetConsoleOutput(ctx, &ec2.GetConsoleOutputInput{InstanceId: aws.String(col.id)})
+	}
 	if err != nil {
-		return nil, fmt.Errorf("get console output: %w", err)
+		return nil, cd, fmt.Errorf("get console output: %w", err)
 	}
 	b, err := base64.StdEncoding.DecodeString(aws.ToString(out.Output))
 	if err != nil {
-		return nil, fmt.Errorf("console output is not base64: %w", err)
+		return nil, cd, fmt.Errorf("console output is not base64: %w", err)
 	}
-	return b, nil
+	rec.Timestamp = out.Timestamp
+	cd.data = ConsoleOutputRecord{ConsoleOutput: rec}
+	return b, cd, nil
 }
 
 func (col *collector) screenshot(ctx context.Context) ([]byte, error) {
@@ -484,4 +770,82 @@ func (col *collector) screenshot(ctx context.Context) ([]byte, error) {
 		return nil, fmt.Errorf("console screenshot is not base64: %w", err)
 	}
 	return b, nil
+}
+
+// Shapes of a GuardDuty finding as given in Options.Finding.
+const (
+	FindingShapeEvent   = "eventbridge-event" // the EventBridge event; the finding is its detail
+	FindingShapeDetail  = "finding"           // the finding itself (the event's detail)
+	FindingShapeUnknown = "unrecognised"      // JSON, but neither: stored as given all the same
+)
+
+// FindingRecord is the GuardDuty finding item: the JSON exactly as given
+// (its values unchanged; only its layout follows the envelope's) with the
+// SHA-256 of the bytes given, and what the finding says.
+type FindingRecord struct {
+	Shape string `json:"shape"` // FindingShapeEvent, FindingShapeDetail or FindingShapeUnknown
+	// GivenSHA256 and GivenSize are of Options.Finding's bytes, to match
+	// the file or message the finding came from.
+	GivenSHA256 string `json:"given_sha256"`
+	GivenSize   int    `json:"given_size"`
+	ID          string `json:"id,omitempty"`
+	Type        string `json:"type,omitempty"`
+	// InstanceID is the instance the finding names.
+	InstanceID string `json:"instance_id,omitempty"`
+	// Sample is true for GuardDuty's sample findings.
+	Sample bool            `json:"sample,omitempty"`
+	Given  json.RawMessage `json:"given"`
+}
+
+func (col *collector) finding() (collected, error) {
+	cd := collected{calls: []string{}}
+	if !json.Valid(col.o.Finding) {
+		return cd, errors.New("the GuardDuty finding is not JSON")
+	}
+	sum := sha256.Sum256(col.o.Finding)
+	rec := FindingRecord{Shape: FindingShapeUnknown, GivenSHA256: hex.EncodeToString(sum[:]), GivenSize: len(col.o.Finding),
+		Given: col.o.Finding}
+	cd.data = rec
+	type finding struct {
+		ID       string `json:"id"`
+		Type     string `json:"type"`
+		Resource struct {
+			InstanceDetails struct {
+				InstanceID string `json:"instanceId"`
+			} `json:"instanceDetails"`
+		} `json:"resource"`
+		Service struct {
+			AdditionalInfo struct {
+				Sample bool `json:"sample"`
+			} `json:"additionalInfo"`
+		} `json:"service"`
+	}
+	var doc struct {
+		Source     string   `json:"source"`
+		DetailType string   `json:"detail-type"`
+		Detail     *finding `json:"detail"`
+		finding
+	}
+	f := &doc.finding
+	switch err := json.Unmarshal(col.o.Finding, &doc); {
+	case err != nil:
+		cd.notes = []string{"the finding is not a GuardDuty finding's JSON: " + err.Error()}
+		return cd, nil
+	case doc.Source == "aws.guardduty" && doc.DetailType == "GuardDuty Finding" && doc.Detail != nil:
+		rec.Shape, f = FindingShapeEvent, doc.Detail
+	case doc.Source == "" && doc.DetailType == "" && f.ID != "" && f.Type != "":
+		rec.Shape = FindingShapeDetail
+	default:
+		cd.notes = []string{"the finding is neither a GuardDuty Finding EventBridge event nor its detail; stored as given"}
+		return cd, nil
+	}
+	rec.ID, rec.Type, rec.InstanceID, rec.Sample = f.ID, f.Type, f.Resource.InstanceDetails.InstanceID, f.Service.AdditionalInfo.Sample
+	if rec.InstanceID != col.id {
+		cd.notes = append(cd.notes, fmt.Sprintf("the finding is about instance %q, not %s", rec.InstanceID, col.id))
+	}
+	if rec.Sample {
+		cd.notes = append(cd.notes, "the finding is one of GuardDuty's sample findings")
+	}
+	cd.data = rec
+	return cd, nil
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"io"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -65,7 +66,7 @@ func TestCollectEveryItem(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []string{ItemInstance, ItemVolumes, ItemNetworkInterfaces, ItemSecurityGroups, ItemIAM, ItemTags, ItemCloudTrail,
-		ItemConsoleOutput, ItemScreenshot, ItemFinding}
+		ItemConsoleOutput, ItemConsoleOutputRecord, ItemScreenshot, ItemFinding}
 	if len(res) != len(want) || len(recorded) != len(want) {
 		t.Fatalf("%d results, %d recorded; want %d", len(res), len(recorded), len(want))
 	}
@@ -107,6 +108,55 @@ func TestCollectEveryItem(t *testing.T) {
 			}
 		}
 	}
+	// IAM: the role's policies as seeded, decoded, not just their names.
+	var iamEnv struct {
+		Data struct {
+			InstanceProfile struct{ InstanceProfileName, Arn string } `json:"instance_profile"`
+			Roles           []struct {
+				Role             struct{ RoleName string }                `json:"role"`
+				TrustPolicy      string                                   `json:"trust_policy"`
+				InlinePolicies   map[string]string                        `json:"inline_policies"`
+				AttachedPolicies []struct{ PolicyName, PolicyArn string } `json:"attached_policies"`
+			} `json:"roles"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(items[ItemIAM], &iamEnv); err != nil {
+		t.Fatal(err)
+	}
+	if p := iamEnv.Data.InstanceProfile; p.InstanceProfileName != "web-app" || p.Arn != d.InstanceProfileARN {
+		t.Errorf("instance profile %+v, want web-app %s", p, d.InstanceProfileARN)
+	}
+	if len(iamEnv.Data.Roles) != 1 {
+		t.Fatalf("%d roles, want 1", len(iamEnv.Data.Roles))
+	}
+	role := iamEnv.Data.Roles[0]
+	const s3Read = `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["s3:GetObject","s3:ListBucket"],"Resource":["arn:aws:s3:::prod-assets","arn:aws:s3:::prod-assets/*"]}]}`
+	if role.Role.RoleName != d.RoleName || len(role.InlinePolicies) != 1 || role.InlinePolicies["s3-read"] != s3Read {
+		t.Errorf("role %s inline policies %q, want %s with s3-read %s", role.Role.RoleName, role.InlinePolicies, d.RoleName, s3Read)
+	}
+	if len(role.AttachedPolicies) != 1 || role.AttachedPolicies[0].PolicyArn != "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore" ||
+		role.AttachedPolicies[0].PolicyName != "AmazonSSMManagedInstanceCore" {
+		t.Errorf("attached policies %+v, want AmazonSSMManagedInstanceCore", role.AttachedPolicies)
+	}
+	if !json.Valid([]byte(role.TrustPolicy)) || !strings.Contains(role.TrustPolicy, `"ec2.amazonaws.com"`) {
+		t.Errorf("trust policy %q: want the decoded document letting EC2 assume the role", role.TrustPolicy)
+	}
+
+	// The demo instance is Nitro (t3): the latest console output was asked for.
+	var con struct {
+		Calls []string
+		Notes []string
+		Data  ConsoleOutputRecord
+	}
+	if err := json.Unmarshal(items[ItemConsoleOutputRecord], &con); err != nil {
+		t.Fatal(err)
+	}
+	txt := res[slices.IndexFunc(res, func(r Result) bool { return r.Item == ItemConsoleOutput })]
+	if !con.Data.Latest || con.Data.Timestamp == nil || len(con.Notes) != 0 || !slices.Equal(con.Calls, []string{"ec2:GetConsoleOutput Latest=true"}) ||
+		con.Data.SHA256 != txt.Receipt.SHA256 || con.Data.Size != txt.Receipt.Size || con.Data.Key != txt.Key || con.Data.VersionID != txt.Receipt.VersionID {
+		t.Errorf("console output record %+v, want Latest=true naming %+v", con, txt.Receipt)
+	}
+
 	// Console output is stored as the text AWS returned, hostile line and all.
 	if got := string(items[ItemConsoleOutput]); got != d.ConsoleOutput {
 		t.Errorf("console output %q, want %q", got, d.ConsoleOutput)
@@ -153,7 +203,7 @@ func TestCollectItemFailureDoesNotStopTheRest(t *testing.T) {
 			t.Errorf("%s failed: %v", r.Item, r.Err)
 		}
 	}
-	if stored != 8 {
-		t.Errorf("%d items stored, want the 8 others", stored)
+	if stored != 9 {
+		t.Errorf("%d items stored, want the 9 others", stored)
 	}
 }

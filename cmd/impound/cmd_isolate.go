@@ -30,6 +30,8 @@ type isolateOptions struct {
 	AllowSSM   bool
 	NACL       bool
 	ASGDetach  bool
+	// AllowDefaultVPC isolates an instance in a default VPC (refused otherwise).
+	AllowDefaultVPC bool
 	// UntrackWait is how long each interface holds the all-open group.
 	UntrackWait time.Duration
 	RevokeDeny  bool // release only
@@ -48,6 +50,7 @@ func (o *isolateOptions) AddFlags(f *pflag.FlagSet, release bool) {
 	f.BoolVar(&o.AllowSSM, "allow-ssm", false, "keep HTTPS egress to the VPC's SSM and S3 endpoints, so memory can still be captured")
 	f.BoolVar(&o.NACL, "nacl", false, "also give each subnet a deny-all network ACL: cuts EVERY instance in those subnets")
 	f.BoolVar(&o.ASGDetach, "asg-detach", false, "detach from the Auto Scaling group instead of putting the instance in standby")
+	f.BoolVar(&o.AllowDefaultVPC, "allow-default-vpc", false, "isolate an instance in a default VPC (refused otherwise: its subnet's auto-assigned public IPv4 address stays; security-group isolation still applies)")
 	f.DurationVar(&o.UntrackWait, "untrack-wait", 0, "how long each interface keeps the all-open group (which untracks its flows) before the isolation group")
 }
 
@@ -63,6 +66,10 @@ its instance profile and revokes the sessions already issued to its role, then
 tags it. Every step's before and after state goes into the case's custody
 ledger; the starting state is kept in the vault so 'impound release' can put
 it back. Run it again to continue after a failure. See docs/isolate.md.
+
+An instance in a default VPC is refused unless --allow-default-vpc: its
+default subnet auto-assigns a public IPv4 address isolation cannot remove
+(security-group isolation still cuts its traffic).
 
 Exit status 3 means some steps failed and were recorded as such: fix the
 cause and run the same command again.`,
@@ -170,6 +177,7 @@ func (o *isolateOptions) libraryOptions(env *isolationEnv) isolate.Options {
 	opts.CaseID = o.Case
 	opts.DryRun = o.DryRun
 	opts.AllowSSM, opts.NACL, opts.ASGDetach, opts.RevokeDeny = o.AllowSSM, o.NACL, o.ASGDetach, o.RevokeDeny
+	opts.AllowDefaultVPC = o.AllowDefaultVPC
 	opts.UntrackWait = o.UntrackWait
 	if !o.DryRun {
 		opts.Record = env.Record

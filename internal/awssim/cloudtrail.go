@@ -80,8 +80,9 @@ var prefixTypes = map[string]string{
 
 var listIndexRe = regexp.MustCompile(`\.\d+`)
 
-// recordCall records the CloudTrail event of a served mutating call.
-func (s *Sim) recordCall(c *call, callErr *apiError) {
+// recordCall records the CloudTrail event of a served mutating call; out is
+// its answer when it succeeded.
+func (s *Sim) recordCall(c *call, callErr *apiError, out any) {
 	if c.svc.name == "cloudtrail" || c.who == nil || (readOnlyOp(c.op) && c.op != "AssumeRole") || c.svc.name == "ebs" {
 		return
 	}
@@ -137,6 +138,13 @@ func (s *Sim) recordCall(c *call, callErr *apiError) {
 					addRes(resourceParams[k], str)
 				}
 			}
+		}
+	}
+	// What only the answer names: the instances RunInstances launched,
+	// which CloudTrail lists as the event's resources.
+	if r, ok := out.(*ec2ReservationResponse); ok {
+		for _, inst := range r.Instances {
+			addRes("AWS::EC2::Instance", inst.InstanceID)
 		}
 	}
 	s.mu.Lock()

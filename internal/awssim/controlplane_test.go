@@ -357,6 +357,20 @@ func TestCloudTrailLookupEvents(t *testing.T) {
 		t.Errorf("AssumeRole events %+v", out.Events)
 	}
 
+	// RunInstances names the instances it launched, found only in its answer.
+	run := must[*ec2.RunInstancesOutput](t)(ec2.NewFromConfig(cfg).RunInstances(ctx, &ec2.RunInstancesInput{ImageId: aws.String("ami-0abcdef1234567890"),
+		InstanceType: ec2types.InstanceTypeT3Micro, MinCount: aws.Int32(2), MaxCount: aws.Int32(2)}))
+	for _, inst := range run.Instances {
+		out = must[*cloudtrail.LookupEventsOutput](t)(ct.LookupEvents(ctx, &cloudtrail.LookupEventsInput{
+			LookupAttributes: []cttypes.LookupAttribute{{AttributeKey: cttypes.LookupAttributeKeyResourceName, AttributeValue: inst.InstanceId}}}))
+		if len(out.Events) != 1 || aws.ToString(out.Events[0].EventName) != "RunInstances" || aws.ToString(out.Events[0].Username) != session ||
+			!slices.ContainsFunc(out.Events[0].Resources, func(r cttypes.Resource) bool {
+				return aws.ToString(r.ResourceType) == "AWS::EC2::Instance" && aws.ToString(r.ResourceName) == aws.ToString(inst.InstanceId)
+			}) {
+			t.Errorf("events about %s: %+v, want its RunInstances", aws.ToString(inst.InstanceId), out.Events)
+		}
+	}
+
 	_, err = ct.LookupEvents(ctx, &cloudtrail.LookupEventsInput{MaxResults: aws.Int32(51)})
 	wantCode(t, err, "InvalidMaxResultsException")
 	_, err = ct.LookupEvents(ctx, &cloudtrail.LookupEventsInput{LookupAttributes: []cttypes.LookupAttribute{

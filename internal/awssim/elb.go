@@ -3,6 +3,7 @@ package awssim
 import (
 	"fmt"
 	"net/http"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -75,6 +76,7 @@ func elbService() *service {
 		"DescribeLoadBalancers":               elbDescribeLoadBalancers,
 		"RegisterInstancesWithLoadBalancer":   elbRegisterInstances,
 		"DeregisterInstancesFromLoadBalancer": elbDeregisterInstances,
+		"CreateLoadBalancer":                  elbCreateLoadBalancer,
 	}
 	v2.versions = map[string]*service{"2012-06-01": &classic}
 	return v2
@@ -440,6 +442,52 @@ func elbDeregisterInstances(c *call) (any, error) {
 	return changeClassicLB(c, ids, nil, func(lb *classicLB) {
 		lb.instances = slices.DeleteFunc(lb.instances, func(id string) bool { return slices.Contains(ids, id) })
 	})
+}
+
+var classicLBName = regexp.MustCompile(`^[A-Za-z0-9](?:[A-Za-z0-9-]{0,30}[A-Za-z0-9])?$`)
+
+// elbCreateLoadBalancer creates a classic load balancer in the VPC of its
+// subnets (or the default VPC when only Availability Zones are given), with
+// no instances. Listeners are required but not modelled.
+func elbCreateLoadBalancer(c *call) (any, error) {
+	s := c.sim
+	name := c.form.Get("LoadBalancerName")
+	if !classicLBName.MatchString(name) {
+		return nil, errf(http.StatusBadRequest, "ValidationError", "LoadBalancerName %q must be 1 to 32 letters, digits or hyphens, and not start or end with a hyphen", name)
+	}
+	if len(formStructs(c.form, "Listeners.member")) == 0 {
+		return nil, errf(http.StatusBadRequest, "ValidationError", "Listeners is required")
+	}
+	subnets := formList(c.form, "Subnets.member")
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a := c.who.account
+	if s.clbs[a.id+"/"+name] != nil {
+		return nil, errf(http.StatusBadRequest, "DuplicateLoadBalancerName", "Load Balancer named '%s' already exists", name)
+	}
+	var vpcID string
+	for _, id := range subnets {
+		sn := s.subnets[id]
+		if sn == nil || sn.owner != a.id {
+			return nil, errf(http.StatusBadRequest, "SubnetNotFound", "The subnet %s does not exist", id)
+		}
+		if vpcID != "" && sn.vpcID != vpcID {
+			return nil, errf(http.StatusBadRequest, "InvalidConfigurationRequest", "All subnets must belong to the same VPC")
+		}
+		vpcID = sn.vpcID
+	}
+	if vpcID == "" {
+		if len(formList(c.form, "AvailabilityZones.member")) == 0 {
+			return nil, errf(http.StatusBadRequest, "ValidationError", "Either AvailabilityZones or Subnets must be specified")
+		}
+		v, _ := s.defaultVPCLocked(a)
+		vpcID = v.id
+	}
+	lb := &classicLB{name: name, owner: a.id, vpcID: vpcID, created: s.now().UTC()}
+	s.clbs[a.id+"/"+name] = lb
+	return &struct {
+		DNSName string `xml:"DNSName"`
+	}{name + "-" + strings.TrimLeft(a.id[6:], "0") + "." + s.region + ".elb.amazonaws.com"}, nil
 }
 
 // changeClassicLB serves RegisterInstancesWithLoadBalancer and

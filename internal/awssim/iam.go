@@ -32,6 +32,7 @@ type iamProfile struct {
 	name, id, path, arn string
 	created             time.Time
 	roles               []string
+	tags                map[string]string
 }
 
 type iamPolicy struct{ name, arn, document string }
@@ -100,11 +101,15 @@ type xmlRole struct {
 	RoleLastUsed             struct{}    `xml:"RoleLastUsed"`
 }
 
+// iamEncode URL-encodes a policy document as IAM returns it (RFC 3986:
+// a space is %20, never +).
+func iamEncode(doc string) string { return strings.ReplaceAll(url.QueryEscape(doc), "+", "%20") }
+
 func iamTime(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05Z") }
 
 func (r *iamRole) xml() xmlRole {
 	x := xmlRole{Path: r.path, RoleName: r.name, RoleID: r.id, Arn: r.arn, CreateDate: iamTime(r.created),
-		AssumeRolePolicyDocument: url.QueryEscape(r.assume), Description: r.description, MaxSessionDuration: 3600}
+		AssumeRolePolicyDocument: iamEncode(r.assume), Description: r.description, MaxSessionDuration: 3600}
 	for _, k := range sortedKeys(r.tags) {
 		x.Tags = append(x.Tags, xmlIAMTag{k, r.tags[k]})
 	}
@@ -112,12 +117,13 @@ func (r *iamRole) xml() xmlRole {
 }
 
 type xmlProfile struct {
-	Path                string    `xml:"Path"`
-	InstanceProfileName string    `xml:"InstanceProfileName"`
-	InstanceProfileID   string    `xml:"InstanceProfileId"`
-	Arn                 string    `xml:"Arn"`
-	CreateDate          string    `xml:"CreateDate"`
-	Roles               []xmlRole `xml:"Roles>member"`
+	Path                string      `xml:"Path"`
+	InstanceProfileName string      `xml:"InstanceProfileName"`
+	InstanceProfileID   string      `xml:"InstanceProfileId"`
+	Arn                 string      `xml:"Arn"`
+	CreateDate          string      `xml:"CreateDate"`
+	Roles               []xmlRole   `xml:"Roles>member"`
+	Tags                []xmlIAMTag `xml:"Tags>member,omitempty"`
 }
 
 func (ia *iamAccount) xmlProfile(p *iamProfile) xmlProfile {
@@ -126,6 +132,9 @@ func (ia *iamAccount) xmlProfile(p *iamProfile) xmlProfile {
 		if r := ia.roles[rn]; r != nil {
 			x.Roles = append(x.Roles, r.xml())
 		}
+	}
+	for _, k := range sortedKeys(p.tags) {
+		x.Tags = append(x.Tags, xmlIAMTag{k, p.tags[k]})
 	}
 	return x
 }
@@ -355,6 +364,12 @@ func iamCreateInstanceProfile(c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	for _, t := range formStructs(c.form, "Tags.member") {
+		if p.tags == nil {
+			p.tags = map[string]string{}
+		}
+		p.tags[t.Get("Key")] = t.Get("Value")
+	}
 	return &struct {
 		InstanceProfile xmlProfile `xml:"InstanceProfile"`
 	}{s.iamLocked(c.who.accountID()).xmlProfile(p)}, nil
@@ -407,7 +422,7 @@ func iamGetRolePolicy(c *call, r *iamRole) (any, error) {
 		RoleName       string `xml:"RoleName"`
 		PolicyName     string `xml:"PolicyName"`
 		PolicyDocument string `xml:"PolicyDocument"`
-	}{r.name, name, strings.ReplaceAll(url.QueryEscape(doc), "+", "%20")}, nil
+	}{r.name, name, iamEncode(doc)}, nil
 }
 
 // markerPage pages names with Marker/MaxItems as IAM does.

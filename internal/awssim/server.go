@@ -214,14 +214,14 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			log.Error().Err(err).Str("service", svc.name).Str("operation", c.op).Msg("awssim: internal error")
 			ae = errf(http.StatusInternalServerError, internalErrorCode(svc), "%v", err)
 		}
-		s.recordCall(c, ae)
+		s.recordCall(c, ae, nil)
 		log.Debug().Str("service", svc.name).Str("operation", c.op).Str("account", c.who.accountID()).
 			Str("error_code", ae.code).Int("status", ae.status).Msg("awssim request failed")
 		c.writeError(w, ae)
 		return
 	}
 	log.Debug().Str("service", svc.name).Str("operation", c.op).Str("account", c.who.accountID()).Msg("awssim request")
-	s.recordCall(c, nil)
+	s.recordCall(c, nil, out)
 	if rsp, ok := out.(responder); ok {
 		rsp.respond(w, c)
 		return

@@ -14,6 +14,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/aws/aws-sdk-go-v2/service/elasticloadbalancing"
+	elbtypes "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancing/types"
 	"github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2"
 	elbv2types "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2/types"
 	"github.com/aws/aws-sdk-go-v2/service/iam"
@@ -542,6 +544,204 @@ func TestIsolationAutoScalingAndTargetGroups(t *testing.T) {
 		"exit.desired":   {reason: "moto decrements the desired capacity again on ExitStandby (and goes negative); AWS increments it", want: int32(1)},
 		"detach.desired": {reason: "follows from moto's exit.desired", want: int32(0)},
 		"exit.state":     {reason: "moto leaves an instance leaving standby Pending; AWS reports it Pending and then InService, the simulator InService at once", want: "InService"},
+	})
+}
+
+// TestIsolationNetworkACLs covers what --nacl does: find the subnet's
+// association, create a tagged ACL (which holds only the implicit deny
+// entries), replace the association and put it back.
+func TestIsolationNetworkACLs(t *testing.T) {
+	compare(t, func(t *testing.T, tg target, n *normaliser) record {
+		ctx := context.Background()
+		c := ec2.NewFromConfig(tg.member)
+		ids := newNetIDs()
+		nw := newNetwork(t, tg)
+		r := record{"vpc": ids.id(nw.vpc), "subnet": ids.id(nw.subnet)}
+		entries := func(acl ec2types.NetworkAcl) []string {
+			out := []string{}
+			for _, e := range acl.Entries {
+				dir := "in"
+				if aws.ToBool(e.Egress) {
+					dir = "out"
+				}
+				out = append(out, fmt.Sprintf("%s/%d/%s/%s/%s%s", dir, aws.ToInt32(e.RuleNumber), aws.ToString(e.Protocol), e.RuleAction,
+					aws.ToString(e.CidrBlock), aws.ToString(e.Ipv6CidrBlock)))
+			}
+			sort.Strings(out)
+			return out
+		}
+		bySubnet := func() ec2types.NetworkAcl {
+			out, err := c.DescribeNetworkAcls(ctx, &ec2.DescribeNetworkAclsInput{Filters: []ec2types.Filter{
+				{Name: aws.String("association.subnet-id"), Values: []string{nw.subnet}}}})
+			if err != nil {
+				t.Fatalf("%s: network ACL of the subnet: %v", tg.name, err)
+			}
+			if len(out.NetworkAcls) != 1 {
+				t.Fatalf("%s: %d network ACLs associated with the subnet", tg.name, len(out.NetworkAcls))
+			}
+			return out.NetworkAcls[0]
+		}
+		assocOf := func(acl ec2types.NetworkAcl) string {
+			for _, a := range acl.Associations {
+				if aws.ToString(a.SubnetId) == nw.subnet {
+					return aws.ToString(a.NetworkAclAssociationId)
+				}
+			}
+			return ""
+		}
+		orig := bySubnet()
+		origID, origAssoc := aws.ToString(orig.NetworkAclId), assocOf(orig)
+		r["orig.id"] = ids.id(origID)
+		r["orig.IsDefault"] = aws.ToBool(orig.IsDefault)
+		r["orig.VpcId"] = ids.id(aws.ToString(orig.VpcId))
+		r["orig.entries"] = entries(orig)
+		r["orig.assoc"] = strings.HasPrefix(origAssoc, "aclassoc-")
+
+		created, err := c.CreateNetworkAcl(ctx, &ec2.CreateNetworkAclInput{VpcId: &nw.vpc, TagSpecifications: []ec2types.TagSpecification{{
+			ResourceType: ec2types.ResourceTypeNetworkAcl, Tags: []ec2types.Tag{
+				{Key: aws.String("impound:managed"), Value: aws.String("true")}, {Key: aws.String("Name"), Value: aws.String("impound-deny-all")}}}}})
+		if err != nil {
+			t.Fatalf("%s: create network ACL: %v", tg.name, err)
+		}
+		deny := aws.ToString(created.NetworkAcl.NetworkAclId)
+		r["new.id"] = ids.id(deny)
+		r["new.IsDefault"] = aws.ToBool(created.NetworkAcl.IsDefault)
+		r["new.entries"] = entries(*created.NetworkAcl)
+		r["new.associations"] = len(created.NetworkAcl.Associations)
+		r["new.tags"] = tagMap(created.NetworkAcl.Tags)
+		byTag, err := c.DescribeNetworkAcls(ctx, &ec2.DescribeNetworkAclsInput{Filters: []ec2types.Filter{
+			{Name: aws.String("vpc-id"), Values: []string{nw.vpc}},
+			{Name: aws.String("tag:impound:managed"), Values: []string{"true"}},
+			{Name: aws.String("tag:Name"), Values: []string{"impound-deny-all"}}}})
+		if err != nil {
+			t.Fatalf("%s: by tag: %v", tg.name, err)
+		}
+		r["byTag"] = len(byTag.NetworkAcls)
+		_, err = c.DescribeNetworkAcls(ctx, &ec2.DescribeNetworkAclsInput{NetworkAclIds: []string{"acl-0123456789abcdef0"}})
+		r["unknown acl"] = apiCode(err)
+
+		rep, err := c.ReplaceNetworkAclAssociation(ctx, &ec2.ReplaceNetworkAclAssociationInput{AssociationId: &origAssoc, NetworkAclId: &deny})
+		r["replace"] = apiCode(err)
+		if err == nil {
+			r["replace.newAssoc"] = strings.HasPrefix(aws.ToString(rep.NewAssociationId), "aclassoc-")
+		}
+		now := bySubnet()
+		r["replaced.id"] = ids.id(aws.ToString(now.NetworkAclId))
+		r["replaced.assocMatches"] = err == nil && assocOf(now) == aws.ToString(rep.NewAssociationId)
+		_, err = c.CreateNetworkAclEntry(ctx, &ec2.CreateNetworkAclEntryInput{NetworkAclId: &deny, RuleNumber: aws.Int32(100), Protocol: aws.String("6"),
+			RuleAction: ec2types.RuleActionAllow, Egress: aws.Bool(false), CidrBlock: aws.String("203.0.113.0/24"), PortRange: &ec2types.PortRange{From: aws.Int32(443), To: aws.Int32(443)}})
+		r["entry"] = apiCode(err)
+		_, err = c.CreateNetworkAclEntry(ctx, &ec2.CreateNetworkAclEntryInput{NetworkAclId: &deny, RuleNumber: aws.Int32(100), Protocol: aws.String("6"),
+			RuleAction: ec2types.RuleActionDeny, Egress: aws.Bool(false), CidrBlock: aws.String("198.51.100.0/24"), PortRange: &ec2types.PortRange{From: aws.Int32(22), To: aws.Int32(22)}})
+		r["entry duplicate"] = apiCode(err)
+		withEntry, err := c.DescribeNetworkAcls(ctx, &ec2.DescribeNetworkAclsInput{NetworkAclIds: []string{deny}})
+		if err != nil {
+			t.Fatalf("%s: describe ACL: %v", tg.name, err)
+		}
+		r["entry.entries"] = entries(withEntry.NetworkAcls[0])
+
+		// Release: the original ACL back.
+		_, err = c.ReplaceNetworkAclAssociation(ctx, &ec2.ReplaceNetworkAclAssociationInput{AssociationId: aws.String(assocOf(now)), NetworkAclId: &origID})
+		r["restore"] = apiCode(err)
+		restored := bySubnet()
+		r["restored.id"] = ids.id(aws.ToString(restored.NetworkAclId))
+
+		// Refused replacements (last: moto loses the association on one).
+		_, err = c.ReplaceNetworkAclAssociation(ctx, &ec2.ReplaceNetworkAclAssociationInput{AssociationId: aws.String(assocOf(restored)), NetworkAclId: aws.String("acl-0123456789abcdef0")})
+		r["replace with unknown acl"] = apiCode(err)
+		left, err := c.DescribeNetworkAcls(ctx, &ec2.DescribeNetworkAclsInput{Filters: []ec2types.Filter{
+			{Name: aws.String("association.subnet-id"), Values: []string{nw.subnet}}}})
+		if err != nil {
+			t.Fatalf("%s: network ACL of the subnet: %v", tg.name, err)
+		}
+		r["refused.stillAssociated"] = len(left.NetworkAcls) == 1 && aws.ToString(left.NetworkAcls[0].NetworkAclId) == origID
+		_, err = c.ReplaceNetworkAclAssociation(ctx, &ec2.ReplaceNetworkAclAssociationInput{AssociationId: aws.String("aclassoc-0123456789abcdef0"), NetworkAclId: &origID})
+		r["replace unknown assoc"] = apiCode(err)
+		return r
+	}, map[string]divergence{
+		"new.entries": {reason: "moto lists no entries for a new network ACL; AWS shows its implicit deny-all entries (rule 32767, both directions)",
+			want: []string{"in/32767/-1/deny/0.0.0.0/0", "out/32767/-1/deny/0.0.0.0/0"}},
+		"entry.entries": {reason: "follows from moto's new.entries",
+			want: []string{"in/100/6/allow/203.0.113.0/24", "in/32767/-1/deny/0.0.0.0/0", "out/32767/-1/deny/0.0.0.0/0"}},
+		"refused.stillAssociated": {reason: "moto drops the subnet's association before finding the network ACL unknown; AWS refuses the call and changes nothing", want: true},
+		"replace unknown assoc":   {reason: "moto fails with HTTP 500 on an unknown association ID", want: "InvalidAssociationID.NotFound"},
+		"unknown acl":             {reason: "moto answers InvalidRouteTableID.NotFound for an unknown network ACL ID", want: "InvalidNetworkAclID.NotFound"},
+	})
+}
+
+// TestIsolationClassicLoadBalancers covers the classic ELB calls isolation
+// and release make: find the instance in DescribeLoadBalancers, deregister
+// it, register it back.
+func TestIsolationClassicLoadBalancers(t *testing.T) {
+	compare(t, func(t *testing.T, tg target, n *normaliser) record {
+		ctx := context.Background()
+		c := elasticloadbalancing.NewFromConfig(tg.member)
+		ids := newNetIDs()
+		nw := newNetwork(t, tg)
+		r := record{"vpc": ids.id(nw.vpc)}
+		_, err := c.CreateLoadBalancer(ctx, &elasticloadbalancing.CreateLoadBalancerInput{LoadBalancerName: aws.String("legacy"), Subnets: []string{nw.subnet},
+			Listeners: []elbtypes.Listener{{Protocol: aws.String("HTTP"), LoadBalancerPort: 80, InstancePort: aws.Int32(80)}}})
+		if err != nil {
+			t.Fatalf("%s: create load balancer: %v", tg.name, err)
+		}
+		instances := func(is []elbtypes.Instance) []string {
+			out := []string{}
+			for _, i := range is {
+				out = append(out, n.id(aws.ToString(i.InstanceId)))
+			}
+			sort.Strings(out)
+			return out
+		}
+		describe := func() (names []string, insts map[string][]string, vpcs []string) {
+			out, err := c.DescribeLoadBalancers(ctx, &elasticloadbalancing.DescribeLoadBalancersInput{})
+			if err != nil {
+				t.Fatalf("%s: describe load balancers: %v", tg.name, err)
+			}
+			insts = map[string][]string{}
+			for _, d := range out.LoadBalancerDescriptions {
+				name := aws.ToString(d.LoadBalancerName)
+				names = append(names, name)
+				insts[name] = instances(d.Instances)
+				vpcs = append(vpcs, ids.id(aws.ToString(d.VPCId)))
+			}
+			return names, insts, vpcs
+		}
+		names, insts, vpcs := describe()
+		r["created.names"], r["created.instances"], r["created.vpcs"] = names, insts, vpcs
+
+		reg, err := c.RegisterInstancesWithLoadBalancer(ctx, &elasticloadbalancing.RegisterInstancesWithLoadBalancerInput{LoadBalancerName: aws.String("legacy"),
+			Instances: []elbtypes.Instance{{InstanceId: &nw.instance}}})
+		r["register"] = apiCode(err)
+		if err == nil {
+			r["register.instances"] = instances(reg.Instances)
+		}
+		_, insts, _ = describe()
+		r["registered.instances"] = insts
+		dereg, err := c.DeregisterInstancesFromLoadBalancer(ctx, &elasticloadbalancing.DeregisterInstancesFromLoadBalancerInput{LoadBalancerName: aws.String("legacy"),
+			Instances: []elbtypes.Instance{{InstanceId: &nw.instance}}})
+		r["deregister"] = apiCode(err)
+		if err == nil {
+			r["deregister.instances"] = instances(dereg.Instances)
+		}
+		_, insts, _ = describe()
+		r["deregistered.instances"] = insts
+		// Release registers it back.
+		_, err = c.RegisterInstancesWithLoadBalancer(ctx, &elasticloadbalancing.RegisterInstancesWithLoadBalancerInput{LoadBalancerName: aws.String("legacy"),
+			Instances: []elbtypes.Instance{{InstanceId: &nw.instance}}})
+		r["register again"] = apiCode(err)
+		_, insts, _ = describe()
+		r["released.instances"] = insts
+
+		_, err = c.DescribeLoadBalancers(ctx, &elasticloadbalancing.DescribeLoadBalancersInput{LoadBalancerNames: []string{"nope"}})
+		r["unknown lb"] = apiCode(err)
+		_, err = c.DeregisterInstancesFromLoadBalancer(ctx, &elasticloadbalancing.DeregisterInstancesFromLoadBalancerInput{LoadBalancerName: aws.String("nope"),
+			Instances: []elbtypes.Instance{{InstanceId: &nw.instance}}})
+		r["deregister from unknown lb"] = apiCode(err)
+		return r
+	}, map[string]divergence{
+		"register.instances": {reason: "moto answers RegisterInstancesWithLoadBalancer with an empty list; AWS returns the load balancer's updated instances", want: []string{"<i#1>"}},
+		"deregister from unknown lb": {reason: "moto fails with HTTP 500 (an unparseable error body) for an unknown load balancer; AWS answers LoadBalancerNotFound (AccessPointNotFoundException)",
+			want: "LoadBalancerNotFound"},
 	})
 }
 
