@@ -139,6 +139,10 @@ type EvidenceStored struct {
 	Evidence string `json:"evidence,omitempty"`
 	// Acquisition is how a disk image was acquired; nil for other objects.
 	Acquisition *Acquisition `json:"acquisition,omitempty"`
+	// Notes are what an examiner must know about the object: a fallback
+	// taken (console output that is not the latest), a limit reached
+	// (CloudTrail events cut off).
+	Notes []string `json:"notes,omitempty"`
 }
 
 // Kinds of stored evidence.

@@ -17,6 +17,11 @@
 //   - Nothing is recorded as evidence that was not completely stored and
 //     hashed: a failed acquisition is recorded as a failed action, never as
 //     evidence.
+//   - No volume drops out of a case: the snapshot stage records the
+//     instance's volumes before snapshotting, a snapshot made by a run that
+//     could not record it is recorded when a later run finds it, and
+//     [Case.Close] refuses to close the case until every one of those
+//     volumes has an acquired image.
 package respond
 
 import (
@@ -32,6 +37,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
 
@@ -83,6 +89,14 @@ type Options struct {
 	MemberKMSKey    string // re-encrypts aws/ebs snapshots so they can be shared
 	// SnapshotPollInterval between snapshot progress checks.
 	SnapshotPollInterval time.Duration
+	// CloudTrailLookBack is how far back CloudTrail events are collected
+	// (controlplane.DefaultLookBack when 0); CloudTrailMaxEvents bounds each
+	// look-up (controlplane.DefaultMaxCloudTrailEvents when 0).
+	CloudTrailLookBack  time.Duration
+	CloudTrailMaxEvents int
+	// SnapshotTimeout is how long one snapshot may take to complete, from
+	// its size; nil: snapshot.DefaultTimeout.
+	SnapshotTimeout func(sizeGiB int32) time.Duration
 
 	// EBS tunes the EBS direct reads; Governor paces them for the account.
 	EBS      acquire.EBSOptions
@@ -202,6 +216,25 @@ func Open(ctx context.Context, acc Accounts, store vault.Store, signer custody.S
 	if o.MemberKMSKey != "" {
 		attrs["member_kms_key"] = o.MemberKMSKey
 	}
+	if o.Put.LegalHold {
+		attrs["legal_hold"] = "true"
+	}
+	if o.Put.KMSKeyID != "" {
+		attrs["kms_key"] = o.Put.KMSKeyID
+	}
+	attrs["cloudtrail_lookback"] = controlplane.DefaultLookBack.String()
+	if o.CloudTrailLookBack > 0 {
+		attrs["cloudtrail_lookback"] = o.CloudTrailLookBack.String()
+	}
+	// How the instance is contained is part of the case's configuration,
+	// whoever opens it (the CLI, the drill, the GuardDuty Lambda).
+	attrs["isolation"] = strconv.FormatBool(o.Isolate)
+	if o.Isolate {
+		attrs["isolation.allow_ssm"] = strconv.FormatBool(o.Isolation.AllowSSM)
+		attrs["isolation.nacl"] = strconv.FormatBool(o.Isolation.NACL)
+		attrs["isolation.asg"] = map[bool]string{true: "detach", false: "standby"}[o.Isolation.ASGDetach]
+		attrs["isolation.allow_default_vpc"] = strconv.FormatBool(o.Isolation.AllowDefaultVPC)
+	}
 	for k, v := range o.Attributes {
 		attrs[k] = v
 	}
@@ -271,10 +304,19 @@ func (c *Case) caller(id string) string {
 // state is what the ledger says is done.
 type state struct {
 	collected bool
-	volumes   []custody.SnapshotCopied           // the forensics account's copies, one per volume
-	acquired  map[string]*custody.EvidenceStored // by snapshot ID
-	stored    []*custody.EvidenceStored          // every succeeded evidence-stored entry
-	verified  map[string]bool                    // by key@version
+	// volumes are the forensics account's copies to acquire: per volume, the
+	// latest copy not recorded as failed (snapshot state error).
+	volumes []custody.SnapshotCopied
+	// inventory lists the instance's volumes as the snapshot stage last
+	// recorded them; inventoryKey identifies that record.
+	inventory    []string
+	inventoryKey string
+	created      map[string]bool                    // snapshots with a snapshot-created entry
+	copied       map[string]bool                    // snapshots with a snapshot-copied entry
+	completed    map[string]bool                    // snapshots recorded as completed
+	acquired     map[string]*custody.EvidenceStored // by snapshot ID
+	stored       []*custody.EvidenceStored          // every succeeded evidence-stored entry
+	verified     map[string]bool                    // by key@version
 	// reported: a report was generated after the last entry of any other kind.
 	reported bool
 	reports  []vault.Receipt
@@ -286,7 +328,10 @@ func (c *Case) state(ctx context.Context) (*state, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read the ledger of case %s: %w", c.o.CaseID, err)
 	}
-	st := &state{acquired: map[string]*custody.EvidenceStored{}, verified: map[string]bool{}}
+	st := &state{acquired: map[string]*custody.EvidenceStored{}, verified: map[string]bool{},
+		created: map[string]bool{}, copied: map[string]bool{}, completed: map[string]bool{}}
+	var copies []custody.SnapshotCopied
+	failedSnapshots := map[string]bool{} // ended in the error state
 	for _, e := range entries {
 		switch e.Kind() {
 		case custody.KindReportGenerated:
@@ -295,10 +340,24 @@ func (c *Case) state(ctx context.Context) (*state, error) {
 		default:
 			st.reported = false
 		}
+		if a, ok := e.Details.(custody.AWSAction); ok && a.Action == snapshot.ActionState && a.Details["state"] == string(ec2types.SnapshotStateError) {
+			failedSnapshots[a.Details["snapshot"]] = true
+		}
 		if e.Outcome == custody.Failed {
 			continue
 		}
 		switch d := e.Details.(type) {
+		case custody.AWSAction:
+			switch d.Action {
+			case snapshot.ActionInventory:
+				st.inventory, st.inventoryKey = splitVolumes(d.Details["volumes"]), inventoryKey(d.Details)
+			case snapshot.ActionState:
+				if d.Details["state"] == string(ec2types.SnapshotStateCompleted) {
+					st.completed[d.Details["snapshot"]] = true
+				}
+			}
+		case custody.SnapshotCreated:
+			st.created[d.SnapshotID] = true
 		case custody.EvidenceStored:
 			st.stored = append(st.stored, &d)
 			if d.Evidence == custody.EvidenceControlPlane && strings.HasSuffix(d.Receipt.Key, "/"+controlplane.ItemInstance) {
@@ -308,8 +367,9 @@ func (c *Case) state(ctx context.Context) (*state, error) {
 				st.acquired[d.Acquisition.SnapshotID] = &d
 			}
 		case custody.SnapshotCopied:
+			st.copied[d.SnapshotID] = true
 			if d.Purpose == snapshot.PurposeForensics && d.Account == c.acc.ForensicsID {
-				st.volumes = append(st.volumes, d)
+				copies = append(copies, d)
 			}
 		case custody.EvidenceVerified:
 			st.verified[d.Key+"@"+d.VersionID] = true
@@ -319,7 +379,64 @@ func (c *Case) state(ctx context.Context) (*state, error) {
 			st.closed = true
 		}
 	}
+	st.volumes = latestUsable(copies, failedSnapshots, st.acquired)
 	return st, nil
+}
+
+// latestUsable keeps, per source volume, the latest copy not known to have
+// failed (or an earlier one already acquired: a volume is acquired once), in
+// the order the volumes first appear.
+func latestUsable(copies []custody.SnapshotCopied, failed map[string]bool, acquired map[string]*custody.EvidenceStored) []custody.SnapshotCopied {
+	var out []custody.SnapshotCopied
+	at := map[string]int{}
+	for _, cp := range copies {
+		if failed[cp.SnapshotID] {
+			continue
+		}
+		vol := cp.VolumeID
+		if vol == "" {
+			vol = "snapshot:" + cp.SnapshotID
+		}
+		if i, ok := at[vol]; ok {
+			if acquired[out[i].SnapshotID] == nil {
+				out[i] = cp
+			}
+			continue
+		}
+		at[vol] = len(out)
+		out = append(out, cp)
+	}
+	return out
+}
+
+// unacquired lists the volumes of the instance, as the snapshot stage
+// recorded them, that have no acquired image.
+func (st *state) unacquired() []string {
+	have := map[string]bool{}
+	for _, e := range st.stored {
+		if e.Acquisition != nil && e.Acquisition.VolumeID != "" {
+			have[e.Acquisition.VolumeID] = true
+		}
+	}
+	var out []string
+	for _, v := range st.inventory {
+		if !have[v] {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+func inventoryKey(d map[string]string) string { return d["volumes"] + "|" + d["devices"] }
+
+func splitVolumes(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // ForensicsSnapshots lists the case's snapshots in the forensics account, as
@@ -442,6 +559,12 @@ func (c *Case) Collect(ctx context.Context) error {
 	stamp := c.o.Now().UTC().Format("20060102T150405.000000000Z")
 	o := controlplane.NewOptions()
 	o.AccountID, o.Region, o.Now, o.Finding, o.Put = c.acc.MemberID, c.o.Region, c.o.Now, c.o.Finding, c.o.Put
+	if c.o.CloudTrailLookBack > 0 {
+		o.LookBack = c.o.CloudTrailLookBack
+	}
+	if c.o.CloudTrailMaxEvents > 0 {
+		o.MaxCloudTrailEvents = c.o.CloudTrailMaxEvents
+	}
 	var keyErr error
 	o.Key = func(item string) string {
 		k, err := vault.CaseKey(c.o.CaseID, vault.AreaEvidence, "control-plane/"+stamp+"/"+item)
@@ -458,7 +581,8 @@ func (c *Case) Collect(ctx context.Context) error {
 			return err
 		}
 		_, err := c.append(ctx, c.acc.MemberCaller, []string{c.instanceARN(), r.Receipt.URI}, &custody.EvidenceStored{
-			Receipt: *r.Receipt, Source: "control-plane:" + r.Item + ":" + c.o.InstanceID, Evidence: custody.EvidenceControlPlane}, nil)
+			Receipt: *r.Receipt, Source: "control-plane:" + r.Item + ":" + c.o.InstanceID, Evidence: custody.EvidenceControlPlane,
+			Notes: r.Notes}, nil)
 		return err
 	}
 	_, err = controlplane.Collect(ctx, controlplane.NewClients(c.acc.Member), c.store, c.o.InstanceID, o)
@@ -474,6 +598,9 @@ func (c *Case) Snapshot(ctx context.Context) error {
 	if c.o.SnapshotPollInterval > 0 {
 		o.PollInterval = c.o.SnapshotPollInterval
 	}
+	if c.o.SnapshotTimeout != nil {
+		o.Timeout = c.o.SnapshotTimeout
+	}
 	o.Record = c.recordSnapshotStep
 	m, err := snapshot.New(snapshot.NewAccount(c.acc.MemberID, c.acc.Member), snapshot.NewAccount(c.acc.ForensicsID, c.acc.Forensics), o)
 	if err != nil {
@@ -483,32 +610,72 @@ func (c *Case) Snapshot(ctx context.Context) error {
 	return err
 }
 
+// recordSnapshotStep records a step of the snapshot stage. A snapshot found
+// by its tags whose creation the ledger lacks (the run that made it failed
+// to record it) is recorded now: a snapshot.found entry, then the entry its
+// creation would have made. A completed state or an inventory already
+// recorded is not recorded again, so re-running a finished case adds nothing.
 func (c *Case) recordSnapshotStep(ctx context.Context, s snapshot.Step) error {
 	d := s.Details
-	var det custody.Details
+	if s.Err == nil && (s.Action == snapshot.ActionFound || s.Action == snapshot.ActionState || s.Action == snapshot.ActionInventory) {
+		st, err := c.state(ctx)
+		if err != nil {
+			return err
+		}
+		switch s.Action {
+		case snapshot.ActionInventory:
+			if st.inventoryKey == inventoryKey(d) {
+				return nil
+			}
+		case snapshot.ActionState:
+			if d["state"] == string(ec2types.SnapshotStateCompleted) && st.completed[d["snapshot"]] {
+				return nil
+			}
+		case snapshot.ActionFound:
+			made := snapshot.ActionCopy
+			if d["role"] == snapshot.RoleOriginal {
+				made = snapshot.ActionCreate
+			}
+			if made == snapshot.ActionCreate && st.created[d["snapshot"]] || made == snapshot.ActionCopy && st.copied[d["snapshot"]] {
+				return nil
+			}
+			zerolog.Ctx(ctx).Warn().Str("snapshot_id", d["snapshot"]).Str("role", d["role"]).
+				Msg("recording a snapshot an earlier run made but did not record")
+			if _, err := c.append(ctx, c.caller(s.Account), s.Resources, c.snapshotDetails(s), nil); err != nil {
+				return err
+			}
+			s.Action = made
+			_, err = c.append(ctx, c.caller(s.Account), s.Resources, c.snapshotDetails(s), nil)
+			return err
+		}
+	}
+	_, err := c.append(ctx, c.caller(s.Account), s.Resources, c.snapshotDetails(s), s.Err)
+	return err
+}
+
+// snapshotDetails is the ledger entry of a snapshot step: a typed entry for
+// a snapshot created, copied or shared, an AWSAction for the others.
+func (c *Case) snapshotDetails(s snapshot.Step) custody.Details {
+	d := s.Details
 	switch s.Action {
 	case snapshot.ActionCreate:
 		if d["snapshot"] != "" {
 			size, _ := strconv.ParseInt(d["size_gib"], 10, 64)
-			det = &custody.SnapshotCreated{SnapshotID: d["snapshot"], VolumeID: d["volume_id"], Account: s.Account, Region: c.o.Region,
+			return &custody.SnapshotCreated{SnapshotID: d["snapshot"], VolumeID: d["volume_id"], Account: s.Account, Region: c.o.Region,
 				Encrypted: d["encrypted"] == "true", KMSKeyID: d["kms_key"], SizeGiB: size, InstanceID: d["instance_id"], Device: d["device"]}
 		}
 	case snapshot.ActionCopy:
 		if s.Err == nil {
-			det = &custody.SnapshotCopied{SourceSnapshotID: d["source_snapshot"], SourceAccount: d["source_account"], SourceRegion: c.o.Region,
+			return &custody.SnapshotCopied{SourceSnapshotID: d["source_snapshot"], SourceAccount: d["source_account"], SourceRegion: c.o.Region,
 				SnapshotID: d["snapshot"], Account: s.Account, Region: c.o.Region, KMSKeyID: d["kms_key"],
 				OriginalSnapshotID: d["original_snapshot"], VolumeID: d["volume_id"], Purpose: d["purpose"]}
 		}
 	case snapshot.ActionShare:
 		if s.Err == nil {
-			det = &custody.SnapshotShared{SnapshotID: d["snapshot"], Accounts: []string{d["account"]}}
+			return &custody.SnapshotShared{SnapshotID: d["snapshot"], Accounts: []string{d["account"]}, KMSKeyID: d["kms_key"]}
 		}
 	}
-	if det == nil {
-		det = &custody.AWSAction{Action: s.Action, Account: s.Account, Region: c.o.Region, Details: d}
-	}
-	_, err := c.append(ctx, c.caller(s.Account), s.Resources, det, s.Err)
-	return err
+	return &custody.AWSAction{Action: s.Action, Account: s.Account, Region: c.o.Region, Details: d}
 }
 
 // Acquire streams every forensics-account snapshot of the case not yet
@@ -682,7 +849,12 @@ func (c *Case) Report(ctx context.Context) error {
 	return err
 }
 
-// Close records the end of the case.
+// ErrVolumesMissing is returned by Close while a volume of the instance has
+// no acquired image.
+var ErrVolumesMissing = errors.New("respond: not every volume of the instance was acquired")
+
+// Close records the end of the case. It refuses while a volume of the
+// instance, as the snapshot stage recorded them, has no acquired image.
 func (c *Case) Close(ctx context.Context) error {
 	st, err := c.state(ctx)
 	if err != nil {
@@ -690,6 +862,14 @@ func (c *Case) Close(ctx context.Context) error {
 	}
 	if st.closed {
 		return nil
+	}
+	if len(st.inventory) == 0 {
+		return fmt.Errorf("%w: the snapshot stage has not recorded the volumes of instance %s; re-run the case so it does, then close it",
+			ErrVolumesMissing, c.o.InstanceID)
+	}
+	if missing := st.unacquired(); len(missing) > 0 {
+		return fmt.Errorf("%w: volumes %s of instance %s have no acquired image; the case stays open: re-run it to snapshot and acquire them",
+			ErrVolumesMissing, strings.Join(missing, ", "), c.o.InstanceID)
 	}
 	_, err = c.append(ctx, c.acc.ForensicsCaller, nil, &custody.CaseClosed{Reason: "response complete"}, nil)
 	return err

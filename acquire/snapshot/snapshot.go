@@ -15,6 +15,14 @@
 //     fails, nothing further is done.
 //   - Idempotent: every snapshot impound makes is tagged with the case, so a
 //     second run finds the snapshots of the first instead of making new ones.
+//   - A snapshot found by its tags is reported too ([ActionFound]), with
+//     what its creation step would have recorded, so a recorder that lost
+//     that step (a transient failure after the AWS call succeeded) can add it:
+//     no volume silently drops out of a case.
+//   - Before anything is snapshotted, the instance's volumes are reported
+//     ([ActionInventory]), so a case can check that every one was acquired;
+//     each snapshot's final state (completed, error, or still pending at the
+//     timeout) is reported with its actual KMS key ([ActionState]).
 //   - On failure, the returned error lists what was created so far, so a
 //     responder can clean up.
 package snapshot
@@ -43,7 +51,10 @@ const (
 	TagSourceInstance = "impound:source-instance"
 	TagSourceVolume   = "impound:source-volume"
 	TagSourceSnapshot = "impound:source-snapshot"
-	TagRole           = "impound:role" // RoleOriginal, RoleIntermediate or RoleForensics
+	// TagCopySource is the snapshot a copy was made from: the original, or
+	// for an aws/ebs volume the intermediate re-encrypted copy.
+	TagCopySource = "impound:copy-source"
+	TagRole       = "impound:role" // RoleOriginal, RoleIntermediate or RoleForensics
 )
 
 // Values of TagRole.
@@ -65,7 +76,31 @@ const (
 	ActionDeleteIntermediate = "snapshot.delete-intermediate"
 	ActionGrant              = "kms.create-grant"
 	ActionRetireGrant        = "kms.retire-grant"
+	// ActionInventory lists the instance's EBS volumes, before any snapshot
+	// ("volumes": comma-separated IDs; "devices": volume=device pairs).
+	ActionInventory = "snapshot.inventory"
+	// ActionTag tags an original snapshot with its source volume
+	// (CreateSnapshots' tag specifications are the same for every snapshot).
+	ActionTag = "snapshot.tag"
+	// ActionFound reports a snapshot an earlier run made, found by its tags;
+	// its details are those its creating step had, plus "role" and "state".
+	ActionFound = "snapshot.found"
+	// ActionState reports a snapshot's final state ("state": completed or
+	// error; a failed step with state pending when it timed out).
+	ActionState = "snapshot.state"
 )
+
+// grantOperations are the KMS operations the forensics account needs on a
+// member key to copy a snapshot encrypted with it, as AWS's EBS guide
+// "Share the KMS key used to encrypt a shared Amazon EBS snapshot" lists
+// them (kms:ReEncrypt stands for both ReEncrypt operations).
+func grantOperations() []kmstypes.GrantOperation {
+	return []kmstypes.GrantOperation{
+		kmstypes.GrantOperationDescribeKey, kmstypes.GrantOperationCreateGrant,
+		kmstypes.GrantOperationGenerateDataKey, kmstypes.GrantOperationGenerateDataKeyWithoutPlaintext,
+		kmstypes.GrantOperationReEncryptFrom, kmstypes.GrantOperationReEncryptTo, kmstypes.GrantOperationDecrypt,
+	}
+}
 
 // Purposes of a copy, in a copy step's "purpose" detail.
 const (
@@ -95,6 +130,7 @@ type ec2API interface {
 	CopySnapshot(context.Context, *ec2.CopySnapshotInput, ...func(*ec2.Options)) (*ec2.CopySnapshotOutput, error)
 	ModifySnapshotAttribute(context.Context, *ec2.ModifySnapshotAttributeInput, ...func(*ec2.Options)) (*ec2.ModifySnapshotAttributeOutput, error)
 	DeleteSnapshot(context.Context, *ec2.DeleteSnapshotInput, ...func(*ec2.Options)) (*ec2.DeleteSnapshotOutput, error)
+	CreateTags(context.Context, *ec2.CreateTagsInput, ...func(*ec2.Options)) (*ec2.CreateTagsOutput, error)
 }
 
 // kmsAPI is the part of KMS this package uses.
@@ -121,7 +157,8 @@ type Options struct {
 	CaseID string
 	Region string
 	// ForensicsKMSKey encrypts the forensics account's copy; empty means the
-	// forensics account's default EBS key.
+	// forensics account's AWS managed aws/ebs key (DefaultForensicsKey),
+	// never the source snapshot's key.
 	ForensicsKMSKey string
 	// MemberKMSKey is a customer-managed key in the member account, used to
 	// re-encrypt snapshots encrypted with the AWS managed aws/ebs key, which
@@ -230,28 +267,34 @@ func (m *Mover) Run(ctx context.Context, instanceID string) (*Result, error) {
 }
 
 // Freeze snapshots all the instance's volumes at once, or finds the snapshots
-// an earlier run of the same case made, and waits until they complete.
+// an earlier run of the same case made, and waits until they complete. It
+// first reports the instance's volumes ([ActionInventory]); a failure to
+// find the instance or its volumes is reported as that step failed.
 func (m *Mover) Freeze(ctx context.Context, instanceID string) (*Result, error) {
 	log := zerolog.Ctx(ctx)
+	inv := Step{Action: ActionInventory, Account: m.member.ID, Resources: []string{m.instanceARN(instanceID)},
+		Details: map[string]string{"instance_id": instanceID, "region": m.o.Region}}
 	inst, err := m.describeInstance(ctx, instanceID)
 	if err != nil {
-		return nil, err
+		return nil, m.failed(ctx, inv, err)
 	}
 	res := &Result{InstanceID: instanceID}
-	var volIDs []string
+	var volIDs, devices []string
 	for _, bdm := range inst.BlockDeviceMappings {
 		if bdm.Ebs == nil {
 			continue
 		}
-		res.Volumes = append(res.Volumes, Volume{VolumeID: aws.ToString(bdm.Ebs.VolumeId), DeviceName: aws.ToString(bdm.DeviceName)})
-		volIDs = append(volIDs, aws.ToString(bdm.Ebs.VolumeId))
+		id, dev := aws.ToString(bdm.Ebs.VolumeId), aws.ToString(bdm.DeviceName)
+		res.Volumes = append(res.Volumes, Volume{VolumeID: id, DeviceName: dev})
+		volIDs = append(volIDs, id)
+		devices = append(devices, id+"="+dev)
 	}
 	if len(volIDs) == 0 {
-		return nil, fmt.Errorf("instance %s has no EBS volumes to snapshot", instanceID)
+		return nil, m.failed(ctx, inv, fmt.Errorf("instance %s has no EBS volumes to snapshot; acquire its instance-store data from the running instance", instanceID))
 	}
 	vols, err := m.member.EC2.DescribeVolumes(ctx, &ec2.DescribeVolumesInput{VolumeIds: volIDs})
 	if err != nil {
-		return nil, fmt.Errorf("instance %s: describe volumes: %w", instanceID, err)
+		return nil, m.failed(ctx, inv, fmt.Errorf("instance %s: describe volumes: %w", instanceID, err))
 	}
 	for i := range res.Volumes {
 		for _, v := range vols.Volumes {
@@ -262,36 +305,102 @@ func (m *Mover) Freeze(ctx context.Context, instanceID string) (*Result, error) 
 			}
 		}
 	}
+	inv.Details["volumes"] = strings.Join(volIDs, ",")
+	inv.Details["devices"] = strings.Join(devices, ",")
+	for _, id := range volIDs {
+		inv.Resources = append(inv.Resources, m.volumeARN(id))
+	}
+	if err := m.o.Record(ctx, inv); err != nil {
+		return nil, err
+	}
 
 	existing, err := m.findTagged(ctx, m.member, RoleOriginal, TagSourceInstance, instanceID)
 	if err != nil {
 		return nil, err
 	}
-	if len(existing) > 0 {
-		for i := range res.Volumes {
-			for _, s := range existing {
-				if aws.ToString(s.VolumeId) == res.Volumes[i].VolumeID {
-					res.Volumes[i].Original = aws.ToString(s.SnapshotId)
-				}
+	for i := range res.Volumes {
+		v := &res.Volumes[i]
+		s := pick(existing, func(s ec2types.Snapshot) bool { return aws.ToString(s.VolumeId) == v.VolumeID })
+		if s == nil {
+			continue
+		}
+		v.Original = aws.ToString(s.SnapshotId)
+		if err := m.found(ctx, m.member, RoleOriginal, *s, m.createDetails(instanceID, v)); err != nil {
+			return res, &CreatedError{Err: err, Created: res.created()}
+		}
+		if tagMap(s.Tags)[TagSourceVolume] == "" {
+			if err := m.tagSourceVolume(ctx, v); err != nil {
+				return res, &CreatedError{Err: err, Created: res.created()}
 			}
 		}
+	}
+	if len(existing) > 0 {
 		log.Info().Str("instance_id", instanceID).Int("snapshots", len(existing)).Msg("found this case's snapshots from an earlier run")
 	}
 	if missing := res.missingOriginals(); len(missing) > 0 {
 		if len(existing) > 0 {
-			return res, fmt.Errorf("instance %s: this case already snapshotted some volumes but not %s; snapshot those by hand or open a new case",
-				instanceID, strings.Join(missing, ", "))
+			step := Step{Action: ActionCreate, Account: m.member.ID, Resources: []string{m.instanceARN(instanceID)},
+				Details: map[string]string{"instance_id": instanceID, "missing_volumes": strings.Join(missing, ",")}}
+			return res, m.failed(ctx, step, &CreatedError{Err: fmt.Errorf("instance %s: this case already snapshotted some volumes but not %s; snapshot those by hand or open a new case",
+				instanceID, strings.Join(missing, ", ")), Created: res.created()})
 		}
 		if err := m.createSnapshots(ctx, res); err != nil {
 			return res, err
 		}
 	}
-	for _, v := range res.Volumes {
-		if err := m.wait(ctx, m.member, v.Original, v.SizeGiB); err != nil {
-			return res, err
+	for i := range res.Volumes {
+		v := &res.Volumes[i]
+		if _, err := m.wait(ctx, m.member, v.Original, v, RoleOriginal); err != nil {
+			return res, &CreatedError{Err: err, Created: res.created()}
 		}
 	}
 	return res, nil
+}
+
+// failed reports s as failed with err and returns err, joined with any
+// error recording it. The step is recorded even when ctx is cancelled.
+func (m *Mover) failed(ctx context.Context, s Step, err error) error {
+	s.Err = err
+	return errors.Join(err, m.o.Record(context.WithoutCancel(ctx), s))
+}
+
+// found reports a snapshot an earlier run made: d are the details its
+// creating step had.
+func (m *Mover) found(ctx context.Context, a Account, role string, s ec2types.Snapshot, d map[string]string) error {
+	id := aws.ToString(s.SnapshotId)
+	d["snapshot"], d["role"], d["state"] = id, role, string(s.State)
+	return m.o.Record(ctx, Step{Action: ActionFound, Account: a.ID, Resources: []string{m.snapshotARN(id)}, Details: d})
+}
+
+// pick returns the snapshot among ss that match (all when match is nil)
+// that completed, or else the newest; nil when none match.
+func pick(ss []ec2types.Snapshot, match func(ec2types.Snapshot) bool) *ec2types.Snapshot {
+	var best *ec2types.Snapshot
+	for i := range ss {
+		s := &ss[i]
+		if match != nil && !match(*s) {
+			continue
+		}
+		switch {
+		case best == nil:
+			best = s
+		case (s.State == ec2types.SnapshotStateCompleted) != (best.State == ec2types.SnapshotStateCompleted):
+			if s.State == ec2types.SnapshotStateCompleted {
+				best = s
+			}
+		case aws.ToTime(s.StartTime).After(aws.ToTime(best.StartTime)):
+			best = s
+		}
+	}
+	return best
+}
+
+func tagMap(tags []ec2types.Tag) map[string]string {
+	m := map[string]string{}
+	for _, t := range tags {
+		m[aws.ToString(t.Key)] = aws.ToString(t.Value)
+	}
+	return m
 }
 
 func (r *Result) missingOriginals() []string {
@@ -305,12 +414,13 @@ func (r *Result) missingOriginals() []string {
 }
 
 func (m *Mover) describeInstance(ctx context.Context, id string) (*ec2types.Instance, error) {
+	notFound := fmt.Sprintf("instance %s not found in account %s, Region %s: check the ID, pass --region with the instance's Region, and check --role-arn names a role in the instance's account",
+		id, m.member.ID, m.o.Region)
 	out, err := m.member.EC2.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{id}})
 	if err != nil {
 		var ae smithy.APIError
 		if errors.As(err, &ae) && (ae.ErrorCode() == "InvalidInstanceID.NotFound" || ae.ErrorCode() == "InvalidInstanceID.Malformed") {
-			return nil, fmt.Errorf("instance %s not found in account %s, Region %s: check the ID, --region, and --role-arn for the member account: %w",
-				id, m.member.ID, m.o.Region, err)
+			return nil, fmt.Errorf("%s: %w", notFound, err)
 		}
 		return nil, fmt.Errorf("describe instance %s: %w", id, err)
 	}
@@ -325,7 +435,7 @@ func (m *Mover) describeInstance(ctx context.Context, id string) (*ec2types.Inst
 			}
 		}
 	}
-	return nil, fmt.Errorf("instance %s not found in account %s, Region %s", id, m.member.ID, m.o.Region)
+	return nil, errors.New(notFound)
 }
 
 func (m *Mover) caseTags(role string, kv ...string) []ec2types.Tag {
@@ -340,6 +450,13 @@ func (m *Mover) description(what string) *string {
 	return aws.String(fmt.Sprintf("impound case %s: %s", m.o.CaseID, what))
 }
 
+// createDetails are the details of an original snapshot's creation.
+func (m *Mover) createDetails(instanceID string, v *Volume) map[string]string {
+	return map[string]string{"snapshot": v.Original, "volume_id": v.VolumeID, "instance_id": instanceID,
+		"device": v.DeviceName, "encrypted": strconv.FormatBool(v.Encrypted), "kms_key": v.KMSKeyID,
+		"size_gib": strconv.Itoa(int(v.SizeGiB))}
+}
+
 func (m *Mover) createSnapshots(ctx context.Context, res *Result) error {
 	out, err := m.member.EC2.CreateSnapshots(ctx, &ec2.CreateSnapshotsInput{
 		InstanceSpecification: &ec2types.InstanceSpecification{InstanceId: aws.String(res.InstanceID), ExcludeBootVolume: aws.Bool(false)},
@@ -351,8 +468,8 @@ func (m *Mover) createSnapshots(ctx context.Context, res *Result) error {
 	})
 	if err != nil {
 		step := Step{Action: ActionCreate, Account: m.member.ID, Resources: []string{m.instanceARN(res.InstanceID)},
-			Details: map[string]string{"instance_id": res.InstanceID}, Err: err}
-		return errors.Join(fmt.Errorf("instance %s: create snapshots: %w", res.InstanceID, err), m.o.Record(ctx, step))
+			Details: map[string]string{"instance_id": res.InstanceID}}
+		return m.failed(ctx, step, fmt.Errorf("instance %s: create snapshots: %w", res.InstanceID, err))
 	}
 	for _, s := range out.Snapshots {
 		vol := aws.ToString(s.VolumeId)
@@ -363,22 +480,47 @@ func (m *Mover) createSnapshots(ctx context.Context, res *Result) error {
 		}
 	}
 	// One step per snapshot: each is its own piece of evidence.
-	for _, v := range res.Volumes {
+	for i := range res.Volumes {
+		v := &res.Volumes[i]
 		if v.Original == "" {
 			continue
 		}
 		step := Step{Action: ActionCreate, Account: m.member.ID,
 			Resources: []string{m.instanceARN(res.InstanceID), m.volumeARN(v.VolumeID), m.snapshotARN(v.Original)},
-			Details: map[string]string{"snapshot": v.Original, "volume_id": v.VolumeID, "instance_id": res.InstanceID,
-				"device": v.DeviceName, "encrypted": strconv.FormatBool(v.Encrypted), "kms_key": v.KMSKeyID,
-				"size_gib": strconv.Itoa(int(v.SizeGiB))}}
+			Details:   m.createDetails(res.InstanceID, v)}
 		if err := m.o.Record(ctx, step); err != nil {
 			return &CreatedError{Err: fmt.Errorf("record snapshot %s: %w", v.Original, err), Created: res.created()}
 		}
 	}
+	// CreateSnapshots tags every snapshot alike: name each one's volume.
+	for i := range res.Volumes {
+		if res.Volumes[i].Original == "" {
+			continue
+		}
+		if err := m.tagSourceVolume(ctx, &res.Volumes[i]); err != nil {
+			return &CreatedError{Err: err, Created: res.created()}
+		}
+	}
 	if missing := res.missingOriginals(); len(missing) > 0 {
-		return &CreatedError{Err: fmt.Errorf("instance %s: CreateSnapshots returned no snapshot for %s", res.InstanceID, strings.Join(missing, ", ")),
-			Created: res.created()}
+		step := Step{Action: ActionCreate, Account: m.member.ID, Resources: []string{m.instanceARN(res.InstanceID)},
+			Details: map[string]string{"instance_id": res.InstanceID, "missing_volumes": strings.Join(missing, ",")}}
+		return m.failed(ctx, step, &CreatedError{Err: fmt.Errorf("instance %s: CreateSnapshots returned no snapshot for %s", res.InstanceID, strings.Join(missing, ", ")),
+			Created: res.created()})
+	}
+	return nil
+}
+
+// tagSourceVolume tags an original snapshot with the volume it was taken from.
+func (m *Mover) tagSourceVolume(ctx context.Context, v *Volume) error {
+	_, err := m.member.EC2.CreateTags(ctx, &ec2.CreateTagsInput{Resources: []string{v.Original},
+		Tags: []ec2types.Tag{{Key: aws.String(TagSourceVolume), Value: aws.String(v.VolumeID)}}})
+	step := Step{Action: ActionTag, Account: m.member.ID, Resources: []string{m.snapshotARN(v.Original)},
+		Details: map[string]string{"snapshot": v.Original, "volume_id": v.VolumeID, "tags": TagSourceVolume + "=" + v.VolumeID}, Err: err}
+	if rerr := m.o.Record(ctx, step); rerr != nil {
+		return errors.Join(err, rerr)
+	}
+	if err != nil {
+		return fmt.Errorf("snapshot %s: tag with its volume %s: %w", v.Original, v.VolumeID, err)
 	}
 	return nil
 }
@@ -408,7 +550,8 @@ func (m *Mover) snapshotARN(id string) string {
 	return fmt.Sprintf("arn:aws:ec2:%s::snapshot/%s", m.o.Region, id)
 }
 
-// findTagged lists this case's snapshots of a role in an account, filtered by one more tag.
+// findTagged lists this case's snapshots of a role in an account, filtered
+// by one more tag; snapshots in the error state are left out.
 func (m *Mover) findTagged(ctx context.Context, a Account, role, key, value string) ([]ec2types.Snapshot, error) {
 	var out []ec2types.Snapshot
 	p := ec2.NewDescribeSnapshotsPaginator(a.EC2, &ec2.DescribeSnapshotsInput{
@@ -434,44 +577,59 @@ func (m *Mover) findTagged(ctx context.Context, a Account, role, key, value stri
 	return out, nil
 }
 
-// wait polls until a snapshot completes, fails, or the size-based timeout passes.
-func (m *Mover) wait(ctx context.Context, a Account, id string, sizeGiB int32) error {
+// wait polls until a snapshot completes, fails, or the size-based timeout
+// passes, and reports the outcome as an ActionState step.
+func (m *Mover) wait(ctx context.Context, a Account, id string, v *Volume, role string) (*ec2types.Snapshot, error) {
 	log := zerolog.Ctx(ctx)
-	timeout := m.o.Timeout(sizeGiB)
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+	timeout := m.o.Timeout(v.SizeGiB)
+	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	lastProgress := ""
+	step := Step{Action: ActionState, Account: a.ID, Resources: []string{m.snapshotARN(id)},
+		Details: map[string]string{"snapshot": id, "volume_id": v.VolumeID, "role": role}}
+	lastState, lastProgress := "unknown", ""
+	timedOut := func() (*ec2types.Snapshot, error) {
+		step.Details["state"], step.Details["progress"] = lastState, lastProgress
+		return nil, m.failed(ctx, step, fmt.Errorf("snapshot %s in account %s did not complete within %s (state %s, progress %q): check it in the EC2 console, then re-run the case to resume waiting",
+			id, a.ID, timeout, lastState, lastProgress))
+	}
 	for {
-		out, err := a.EC2.DescribeSnapshots(ctx, &ec2.DescribeSnapshotsInput{SnapshotIds: []string{id}})
+		out, err := a.EC2.DescribeSnapshots(wctx, &ec2.DescribeSnapshotsInput{SnapshotIds: []string{id}})
 		if err != nil {
-			if ctx.Err() != nil {
-				return fmt.Errorf("snapshot %s in account %s did not complete within %s (last progress %s); check it in the console and re-run the case to resume",
-					id, a.ID, timeout, lastProgress)
+			if wctx.Err() != nil && ctx.Err() == nil {
+				return timedOut()
 			}
-			return fmt.Errorf("snapshot %s: describe: %w", id, err)
+			return nil, fmt.Errorf("snapshot %s: describe: %w", id, err)
 		}
 		if len(out.Snapshots) != 1 {
-			return fmt.Errorf("snapshot %s not visible to account %s", id, a.ID)
+			return nil, fmt.Errorf("snapshot %s not visible to account %s", id, a.ID)
 		}
 		s := out.Snapshots[0]
+		lastState = string(s.State)
 		switch s.State {
 		case ec2types.SnapshotStateCompleted:
+			step.Details["state"], step.Details["progress"] = lastState, aws.ToString(s.Progress)
+			step.Details["encrypted"] = strconv.FormatBool(aws.ToBool(s.Encrypted))
+			step.Details["kms_key"] = aws.ToString(s.KmsKeyId)
+			if err := m.o.Record(ctx, step); err != nil {
+				return nil, err
+			}
 			log.Info().Str("snapshot_id", id).Str("account", a.ID).Msg("snapshot completed")
-			return nil
+			return &s, nil
 		case ec2types.SnapshotStateError:
-			return fmt.Errorf("snapshot %s in account %s failed: %s", id, a.ID, aws.ToString(s.StateMessage))
+			step.Details["state"], step.Details["state_message"] = lastState, aws.ToString(s.StateMessage)
+			return nil, m.failed(ctx, step, fmt.Errorf("snapshot %s in account %s failed (%s): re-run the case to make a new one",
+				id, a.ID, aws.ToString(s.StateMessage)))
 		}
 		if p := aws.ToString(s.Progress); p != lastProgress {
 			log.Info().Str("snapshot_id", id).Str("account", a.ID).Str("progress", p).Msg("waiting for snapshot")
 			lastProgress = p
 		}
 		select {
-		case <-ctx.Done():
-			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				return fmt.Errorf("snapshot %s in account %s did not complete within %s (last progress %s); check it in the console and re-run the case to resume",
-					id, a.ID, timeout, lastProgress)
+		case <-wctx.Done():
+			if ctx.Err() == nil {
+				return timedOut()
 			}
-			return ctx.Err()
+			return nil, ctx.Err()
 		case <-time.After(m.o.PollInterval):
 		}
 	}
@@ -498,18 +656,16 @@ func (m *Mover) Transfer(ctx context.Context, res *Result) error {
 }
 
 func (m *Mover) transferOne(ctx context.Context, instanceID string, v *Volume) error {
-	// An earlier run may have finished this volume already.
+	// An earlier run may have made this volume's copy already.
 	done, err := m.findTagged(ctx, m.forensics, RoleForensics, TagSourceSnapshot, v.Original)
 	if err != nil {
 		return err
 	}
-	if len(done) > 0 {
-		v.Forensics = aws.ToString(done[0].SnapshotId)
-		v.ForensicsKMSKey = aws.ToString(done[0].KmsKeyId)
-		return m.wait(ctx, m.forensics, v.Forensics, v.SizeGiB)
+	if s := pick(done, nil); s != nil {
+		return m.adoptForensics(ctx, instanceID, v, *s)
 	}
 
-	src := v.Original
+	src, srcKey := v.Original, ""
 	var grant *grantRef
 	if v.Encrypted {
 		key, err := m.member.KMS.DescribeKey(ctx, &kms.DescribeKeyInput{KeyId: aws.String(v.KMSKeyID)})
@@ -532,23 +688,61 @@ func (m *Mover) transferOne(ctx context.Context, instanceID string, v *Volume) e
 				return err
 			}
 		}
+		srcKey = keyARN
 		if grant, err = m.grant(ctx, v, keyARN); err != nil {
 			return err
 		}
 	}
-	if err := m.share(ctx, src, true); err != nil {
-		return m.cleanup(ctx, v, src, grant, err)
+	if err := m.share(ctx, src, srcKey, true); err != nil {
+		return m.cleanup(ctx, v, src, srcKey, grant, err)
 	}
 	err = m.forensicsCopy(ctx, instanceID, v, src)
-	return m.cleanup(ctx, v, src, grant, err)
+	return m.cleanup(ctx, v, src, srcKey, grant, err)
+}
+
+// adoptForensics takes over a forensics copy an earlier run made: reports
+// it, waits for it, and deletes the intermediate copy that run left if it
+// failed before its clean-up.
+func (m *Mover) adoptForensics(ctx context.Context, instanceID string, v *Volume, s ec2types.Snapshot) error {
+	v.Forensics = aws.ToString(s.SnapshotId)
+	src := tagMap(s.Tags)[TagCopySource]
+	if src == "" {
+		src = v.Original
+	}
+	d := m.copyDetails(instanceID, v, src)
+	d["kms_key"] = aws.ToString(s.KmsKeyId)
+	if err := m.found(ctx, m.forensics, RoleForensics, s, d); err != nil {
+		return err
+	}
+	snap, err := m.wait(ctx, m.forensics, v.Forensics, v, RoleForensics)
+	if err != nil {
+		return err
+	}
+	v.ForensicsKMSKey = aws.ToString(snap.KmsKeyId)
+	if !v.Encrypted {
+		return nil
+	}
+	left, err := m.findTagged(ctx, m.member, RoleIntermediate, TagSourceSnapshot, v.Original)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, s := range left {
+		v.Intermediate = aws.ToString(s.SnapshotId)
+		if err := m.found(ctx, m.member, RoleIntermediate, s, m.intermediateDetails(v, aws.ToString(s.KmsKeyId))); err != nil {
+			return err
+		}
+		errs = append(errs, m.deleteIntermediate(ctx, v))
+	}
+	return errors.Join(errs...)
 }
 
 // cleanup unshares src, retires the grant and deletes the intermediate copy,
 // recording each; cause is the error so far, returned joined with any new one.
-func (m *Mover) cleanup(ctx context.Context, v *Volume, src string, grant *grantRef, cause error) error {
+func (m *Mover) cleanup(ctx context.Context, v *Volume, src, srcKey string, grant *grantRef, cause error) error {
 	errs := []error{cause}
 	if m.member.ID != m.forensics.ID {
-		errs = append(errs, m.share(ctx, src, false))
+		errs = append(errs, m.share(ctx, src, srcKey, false))
 	}
 	if grant != nil {
 		errs = append(errs, m.retire(ctx, grant))
@@ -560,13 +754,22 @@ func (m *Mover) cleanup(ctx context.Context, v *Volume, src string, grant *grant
 	return errors.Join(errs...)
 }
 
+// intermediateDetails are the details of an intermediate copy's creation.
+func (m *Mover) intermediateDetails(v *Volume, keyARN string) map[string]string {
+	return map[string]string{"snapshot": v.Intermediate, "source_snapshot": v.Original, "source_account": m.member.ID,
+		"original_snapshot": v.Original, "volume_id": v.VolumeID, "kms_key": keyARN, "purpose": PurposeIntermediate}
+}
+
 func (m *Mover) intermediateCopy(ctx context.Context, instanceID string, v *Volume, keyARN string) (string, error) {
 	found, err := m.findTagged(ctx, m.member, RoleIntermediate, TagSourceSnapshot, v.Original)
 	if err != nil {
 		return "", err
 	}
-	if len(found) > 0 {
-		v.Intermediate = aws.ToString(found[0].SnapshotId)
+	if s := pick(found, nil); s != nil {
+		v.Intermediate = aws.ToString(s.SnapshotId)
+		if err := m.found(ctx, m.member, RoleIntermediate, *s, m.intermediateDetails(v, aws.ToString(s.KmsKeyId))); err != nil {
+			return "", err
+		}
 	} else {
 		out, err := m.member.EC2.CopySnapshot(ctx, &ec2.CopySnapshotInput{
 			SourceSnapshotId: aws.String(v.Original),
@@ -575,14 +778,12 @@ func (m *Mover) intermediateCopy(ctx context.Context, instanceID string, v *Volu
 			KmsKeyId:         aws.String(keyARN),
 			Description:      m.description("re-encrypted copy of " + v.Original + " for transfer (deleted when done)"),
 			TagSpecifications: []ec2types.TagSpecification{{ResourceType: ec2types.ResourceTypeSnapshot,
-				Tags: m.caseTags(RoleIntermediate, TagSourceSnapshot, v.Original, TagSourceVolume, v.VolumeID, TagSourceInstance, instanceID)}},
+				Tags: m.caseTags(RoleIntermediate, TagSourceSnapshot, v.Original, TagCopySource, v.Original, TagSourceVolume, v.VolumeID, TagSourceInstance, instanceID)}},
 		})
-		step := Step{Action: ActionCopy, Account: m.member.ID, Resources: []string{m.snapshotARN(v.Original)},
-			Details: map[string]string{"source_snapshot": v.Original, "source_account": m.member.ID, "original_snapshot": v.Original,
-				"volume_id": v.VolumeID, "kms_key": keyARN, "purpose": PurposeIntermediate}}
+		step := Step{Action: ActionCopy, Account: m.member.ID, Resources: []string{m.snapshotARN(v.Original)}, Details: m.intermediateDetails(v, keyARN)}
+		delete(step.Details, "snapshot")
 		if err != nil {
-			step.Err = err
-			return "", errors.Join(fmt.Errorf("snapshot %s: copy to member key %s: %w", v.Original, keyARN, err), m.o.Record(ctx, step))
+			return "", m.failed(ctx, step, fmt.Errorf("snapshot %s: copy to member key %s: %w", v.Original, keyARN, err))
 		}
 		v.Intermediate = aws.ToString(out.SnapshotId)
 		step.Resources = append(step.Resources, m.snapshotARN(v.Intermediate))
@@ -591,7 +792,7 @@ func (m *Mover) intermediateCopy(ctx context.Context, instanceID string, v *Volu
 			return "", err
 		}
 	}
-	if err := m.wait(ctx, m.member, v.Intermediate, v.SizeGiB); err != nil {
+	if _, err := m.wait(ctx, m.member, v.Intermediate, v, RoleIntermediate); err != nil {
 		return "", err
 	}
 	return v.Intermediate, nil
@@ -603,22 +804,25 @@ func (m *Mover) grant(ctx context.Context, v *Volume, keyARN string) (*grantRef,
 	if m.member.ID == m.forensics.ID {
 		return nil, nil
 	}
+	ops := grantOperations()
+	names := make([]string, len(ops))
+	for i, op := range ops {
+		names[i] = string(op)
+	}
+	grantee := "arn:aws:iam::" + m.forensics.ID + ":root"
 	out, err := m.member.KMS.CreateGrant(ctx, &kms.CreateGrantInput{
 		KeyId:             aws.String(keyARN),
-		GranteePrincipal:  aws.String("arn:aws:iam::" + m.forensics.ID + ":root"),
-		RetiringPrincipal: aws.String("arn:aws:iam::" + m.forensics.ID + ":root"),
-		Operations: []kmstypes.GrantOperation{
-			kmstypes.GrantOperationDecrypt, kmstypes.GrantOperationDescribeKey, kmstypes.GrantOperationCreateGrant,
-			kmstypes.GrantOperationReEncryptFrom, kmstypes.GrantOperationGenerateDataKeyWithoutPlaintext,
-		},
-		Name: aws.String("impound-" + m.o.CaseID),
+		GranteePrincipal:  aws.String(grantee),
+		RetiringPrincipal: aws.String(grantee),
+		Operations:        ops,
+		Name:              aws.String("impound-" + m.o.CaseID),
 	})
 	step := Step{Action: ActionGrant, Account: m.member.ID, Resources: []string{keyARN},
-		Details: map[string]string{"grantee": m.forensics.ID, "volume_id": v.VolumeID}}
+		Details: map[string]string{"grantee": m.forensics.ID, "grantee_principal": grantee, "retiring_principal": grantee,
+			"operations": strings.Join(names, ","), "volume_id": v.VolumeID, "kms_key": keyARN}}
 	if err != nil {
-		step.Err = err
-		return nil, errors.Join(fmt.Errorf("KMS key %s: grant account %s use of it: %w (impound needs kms:CreateGrant on the key in account %s)",
-			keyARN, m.forensics.ID, err, m.member.ID), m.o.Record(ctx, step))
+		return nil, m.failed(ctx, step, fmt.Errorf("KMS key %s: grant account %s use of it: %w (impound needs kms:CreateGrant on the key in account %s)",
+			keyARN, m.forensics.ID, err, m.member.ID))
 	}
 	step.Details["grant_id"] = aws.ToString(out.GrantId)
 	if err := m.o.Record(ctx, step); err != nil {
@@ -630,7 +834,7 @@ func (m *Mover) grant(ctx context.Context, v *Volume, keyARN string) (*grantRef,
 func (m *Mover) retire(ctx context.Context, g *grantRef) error {
 	_, err := m.forensics.KMS.RetireGrant(ctx, &kms.RetireGrantInput{KeyId: aws.String(g.keyARN), GrantId: aws.String(g.grantID)})
 	step := Step{Action: ActionRetireGrant, Account: m.forensics.ID, Resources: []string{g.keyARN},
-		Details: map[string]string{"grant_id": g.grantID}, Err: err}
+		Details: map[string]string{"grant_id": g.grantID, "kms_key": g.keyARN}, Err: err}
 	if rerr := m.o.Record(ctx, step); rerr != nil {
 		return errors.Join(err, rerr)
 	}
@@ -640,25 +844,26 @@ func (m *Mover) retire(ctx context.Context, g *grantRef) error {
 	return nil
 }
 
-func (m *Mover) share(ctx context.Context, id string, add bool) error {
+// share adds (or removes) the forensics account's permission to create
+// volumes from, and so copy, snapshot id, encrypted with keyARN ("": not
+// encrypted).
+func (m *Mover) share(ctx context.Context, id, keyARN string, add bool) error {
 	if m.member.ID == m.forensics.ID {
 		return nil
 	}
-	perm := &ec2types.CreateVolumePermissionModifications{}
-	action := ActionShare
-	if add {
-		perm.Add = []ec2types.CreateVolumePermission{{UserId: aws.String(m.forensics.ID)}}
-	} else {
-		perm.Remove = []ec2types.CreateVolumePermission{{UserId: aws.String(m.forensics.ID)}}
-		action = ActionUnshare
+	action, op := ActionShare, ec2types.OperationTypeAdd
+	if !add {
+		action, op = ActionUnshare, ec2types.OperationTypeRemove
 	}
 	_, err := m.member.EC2.ModifySnapshotAttribute(ctx, &ec2.ModifySnapshotAttributeInput{
-		SnapshotId:             aws.String(id),
-		Attribute:              ec2types.SnapshotAttributeNameCreateVolumePermission,
-		CreateVolumePermission: perm,
+		SnapshotId:    aws.String(id),
+		Attribute:     ec2types.SnapshotAttributeNameCreateVolumePermission,
+		OperationType: op,
+		UserIds:       []string{m.forensics.ID},
 	})
 	step := Step{Action: action, Account: m.member.ID, Resources: []string{m.snapshotARN(id)},
-		Details: map[string]string{"snapshot": id, "account": m.forensics.ID}, Err: err}
+		Details: map[string]string{"snapshot": id, "account": m.forensics.ID, "attribute": "createVolumePermission", "operation": string(op),
+			"kms_key": keyARN}, Err: err}
 	if rerr := m.o.Record(ctx, step); rerr != nil {
 		return errors.Join(err, rerr)
 	}
@@ -668,6 +873,25 @@ func (m *Mover) share(ctx context.Context, id string, add bool) error {
 	return nil
 }
 
+// copyDetails are the details of a forensics copy's creation from src.
+func (m *Mover) copyDetails(instanceID string, v *Volume, src string) map[string]string {
+	return map[string]string{"source_snapshot": src, "source_account": m.member.ID, "original_snapshot": v.Original,
+		"volume_id": v.VolumeID, "instance_id": instanceID, "device": v.DeviceName, "size_gib": strconv.Itoa(int(v.SizeGiB)),
+		"kms_key": m.forensicsKey(), "purpose": PurposeForensics}
+}
+
+// DefaultForensicsKey is the key that encrypts forensics copies when
+// Options.ForensicsKMSKey is empty: the forensics account's own AWS managed
+// EBS key.
+const DefaultForensicsKey = "alias/aws/ebs"
+
+func (m *Mover) forensicsKey() string {
+	if m.o.ForensicsKMSKey != "" {
+		return m.o.ForensicsKMSKey
+	}
+	return DefaultForensicsKey
+}
+
 func (m *Mover) forensicsCopy(ctx context.Context, instanceID string, v *Volume, src string) error {
 	in := &ec2.CopySnapshotInput{
 		SourceSnapshotId: aws.String(src),
@@ -675,39 +899,62 @@ func (m *Mover) forensicsCopy(ctx context.Context, instanceID string, v *Volume,
 		Encrypted:        aws.Bool(true),
 		Description:      m.description("forensics copy of " + v.Original + " (volume " + v.VolumeID + " of " + instanceID + ")"),
 		TagSpecifications: []ec2types.TagSpecification{{ResourceType: ec2types.ResourceTypeSnapshot,
-			Tags: m.caseTags(RoleForensics, TagSourceSnapshot, v.Original, TagSourceVolume, v.VolumeID, TagSourceInstance, instanceID)}},
+			Tags: m.caseTags(RoleForensics, TagSourceSnapshot, v.Original, TagCopySource, src, TagSourceVolume, v.VolumeID, TagSourceInstance, instanceID)}},
 	}
-	if m.o.ForensicsKMSKey != "" {
-		in.KmsKeyId = aws.String(m.o.ForensicsKMSKey)
-	}
+	// Always name the key: without one, EC2 may keep the source's key, a
+	// member key whose grant is retired when the copy is done.
+	in.KmsKeyId = aws.String(m.forensicsKey())
 	out, err := m.forensics.EC2.CopySnapshot(ctx, in)
-	step := Step{Action: ActionCopy, Account: m.forensics.ID, Resources: []string{m.snapshotARN(src)},
-		Details: map[string]string{"source_snapshot": src, "source_account": m.member.ID, "original_snapshot": v.Original,
-			"volume_id": v.VolumeID, "instance_id": instanceID, "device": v.DeviceName, "size_gib": strconv.Itoa(int(v.SizeGiB)),
-			"kms_key": m.o.ForensicsKMSKey, "purpose": PurposeForensics}}
+	step := Step{Action: ActionCopy, Account: m.forensics.ID, Resources: []string{m.snapshotARN(src)}, Details: m.copyDetails(instanceID, v, src)}
 	if err != nil {
-		step.Err = err
 		err = fmt.Errorf("snapshot %s: copy into forensics account %s: %w", src, m.forensics.ID, err)
-		var ae smithy.APIError
-		if errors.As(err, &ae) && strings.Contains(ae.ErrorCode(), "KMS") {
-			err = fmt.Errorf("%w (the forensics account must be allowed to use KMS key %s: check --forensics-kms-key and its key policy)", err, m.o.ForensicsKMSKey)
+		if hint := m.forensicsKeyHint(err); hint != "" {
+			err = fmt.Errorf("%w; %s", err, hint)
 		}
-		return errors.Join(err, m.o.Record(ctx, step))
+		return m.failed(ctx, step, err)
 	}
 	v.Forensics = aws.ToString(out.SnapshotId)
 	step.Resources = append(step.Resources, m.snapshotARN(v.Forensics))
 	step.Details["snapshot"] = v.Forensics
+	if m.o.ForensicsKMSKey == "" {
+		// The account's aws/ebs key: record which key that is.
+		d, derr := m.forensics.EC2.DescribeSnapshots(ctx, &ec2.DescribeSnapshotsInput{SnapshotIds: []string{v.Forensics}})
+		if derr == nil && len(d.Snapshots) == 1 {
+			step.Details["kms_key"] = aws.ToString(d.Snapshots[0].KmsKeyId)
+		}
+	}
 	if err := m.o.Record(ctx, step); err != nil {
 		return err
 	}
-	if err := m.wait(ctx, m.forensics, v.Forensics, v.SizeGiB); err != nil {
+	snap, err := m.wait(ctx, m.forensics, v.Forensics, v, RoleForensics)
+	if err != nil {
 		return err
 	}
-	d, err := m.forensics.EC2.DescribeSnapshots(ctx, &ec2.DescribeSnapshotsInput{SnapshotIds: []string{v.Forensics}})
-	if err == nil && len(d.Snapshots) == 1 {
-		v.ForensicsKMSKey = aws.ToString(d.Snapshots[0].KmsKeyId)
-	}
+	v.ForensicsKMSKey = aws.ToString(snap.KmsKeyId)
 	return nil
+}
+
+// forensicsKeyHint says what to check when the forensics copy failed: the
+// forensics account's use of the key that encrypts the copy. EC2 reports a
+// key the caller cannot use as InvalidParameterValue, not as a KMS error, so
+// any API error qualifies except those about the source snapshot itself.
+func (m *Mover) forensicsKeyHint(err error) string {
+	var ae smithy.APIError
+	if !errors.As(err, &ae) {
+		return ""
+	}
+	code := ae.ErrorCode()
+	if strings.HasPrefix(code, "InvalidSnapshot") || code == "IncorrectState" || code == "RequestLimitExceeded" || code == "ResourceLimitExceeded" {
+		return ""
+	}
+	if m.o.ForensicsKMSKey != "" {
+		return fmt.Sprintf("if the key is the cause: the forensics account %s must be allowed to use KMS key %s in Region %s (kms:CreateGrant, kms:Decrypt, kms:DescribeKey, kms:GenerateDataKeyWithoutPlaintext, kms:ReEncrypt*): check --forensics-kms-key and the key's policy",
+			m.forensics.ID, m.o.ForensicsKMSKey, m.o.Region)
+	}
+	if strings.Contains(code, "KMS") {
+		return fmt.Sprintf("the forensics account %s must be able to use its %s key in Region %s, or pass --forensics-kms-key", m.forensics.ID, DefaultForensicsKey, m.o.Region)
+	}
+	return ""
 }
 
 func (m *Mover) deleteIntermediate(ctx context.Context, v *Volume) error {
@@ -716,7 +963,7 @@ func (m *Mover) deleteIntermediate(ctx context.Context, v *Volume) error {
 	}
 	_, err := m.member.EC2.DeleteSnapshot(ctx, &ec2.DeleteSnapshotInput{SnapshotId: aws.String(v.Intermediate)})
 	step := Step{Action: ActionDeleteIntermediate, Account: m.member.ID, Resources: []string{m.snapshotARN(v.Intermediate)},
-		Details: map[string]string{"snapshot": v.Intermediate, "original_snapshot": v.Original}, Err: err}
+		Details: map[string]string{"snapshot": v.Intermediate, "original_snapshot": v.Original, "volume_id": v.VolumeID}, Err: err}
 	if rerr := m.o.Record(ctx, step); rerr != nil {
 		return errors.Join(err, rerr)
 	}
