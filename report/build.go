@@ -176,6 +176,7 @@ func (b *builder) evidence(e *custody.Entry, t, outcome string, d custody.Eviden
 		Hashes: d.Hashes, MerkleRoot: d.MerkleRoot, URI: rc.URI, Key: rc.Key, VersionID: rc.VersionID,
 		Segments: len(rc.Segments), RetentionMode: rc.RetentionMode, RetainUntil: timeFmt(rc.RetainUntil),
 		LegalHold: rc.LegalHold, StoredAt: timeFmt(rc.StoredAt), Outcome: outcome, Error: e.Error,
+		Notes:        d.Notes,
 		Verification: EvidenceCheck{Status: StatusNotVerified, Checks: []Check{}},
 	}
 	if ev.Kind == "" {

@@ -19,6 +19,8 @@ const (
 	hostileTag    = `<img src=x onerror=alert(2)>`
 	hostileError  = "AccessDenied: <b>not authorized</b> | col `tick` *x*\nsecond line"
 	hostileNote   = "| col | <script>alert(3)</script> ``` `code` *bold* [link](javascript:alert(4)) <!-- c -->"
+	// fixtureNote is a note on a control-plane item, hostile text included.
+	fixtureNote = "console output is not the latest: " + hostileName
 	fixtureCase   = "IR-2026-0042"
 	fixtureInst   = "i-0abc1234def567890"
 	fixtureAcct   = "111122223333"
@@ -112,7 +114,8 @@ func newFixture(t testing.TB) *fixture {
 		t.Fatal(err)
 	}
 	f.control = cp
-	add(custody.Entry{Resources: []string{cp.URI}, Details: custody.EvidenceStored{Receipt: *cp, Source: "ec2:DescribeInstances " + fixtureInst, Evidence: custody.EvidenceControlPlane}})
+	add(custody.Entry{Resources: []string{cp.URI}, Details: custody.EvidenceStored{Receipt: *cp, Source: "ec2:DescribeInstances " + fixtureInst, Evidence: custody.EvidenceControlPlane,
+		Notes: []string{fixtureNote}}})
 	add(custody.Entry{Details: custody.EvidenceVerified{URI: img.URI, Key: img.Key, VersionID: img.VersionID, Size: img.Size, SHA256: img.SHA256}})
 	add(custody.Entry{Details: custody.LegalHoldChanged{URI: img.URI, Key: img.Key, VersionID: img.VersionID, On: true, Reason: "litigation " + hostileTag}})
 	add(custody.Entry{Actor: custody.Actor{Operator: "bob"}, Details: custody.Note{Text: hostileNote}})

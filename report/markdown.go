@@ -186,6 +186,9 @@ func (r *Report) Markdown(w io.Writer) error {
 		for _, alg := range sortedKeys(e.Hashes) {
 			row(md(alg)+" (computed while streaming)", mdCode(e.Hashes[alg]))
 		}
+		for _, n := range e.Notes {
+			row("Note", "**"+md(n)+"**")
+		}
 		row("Merkle root", mdCode(e.MerkleRoot))
 		row("Merkle leaves", md(e.MerkleLeaf))
 		row("Vault object", mdCode(e.URI)+" version "+mdCode(e.VersionID))

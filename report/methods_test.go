@@ -108,3 +108,29 @@ func TestMethods(t *testing.T) {
 		}
 	}
 }
+
+// TestEvidenceNotes: the notes recorded with an evidence object (a
+// fallback taken, a limit reached) are in every format, escaped.
+func TestEvidenceNotes(t *testing.T) {
+	f := newFixture(t)
+	r := f.build(t, Options{})
+	var found bool
+	for _, e := range r.Evidence {
+		if len(e.Notes) == 1 && e.Notes[0] == fixtureNote {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("no evidence item carries the note %q", fixtureNote)
+	}
+	html := string(render(t, r, FormatHTML))
+	if !strings.Contains(html, "console output is not the latest: &lt;script&gt;alert(1)&lt;/script&gt;") {
+		t.Error("the HTML report lacks the note, escaped")
+	}
+	if !strings.Contains(string(render(t, r, FormatMarkdown)), "console output is not the latest") {
+		t.Error("the Markdown report lacks the note")
+	}
+	if !strings.Contains(string(render(t, r, FormatJSON)), `"notes": [`) {
+		t.Error("the JSON report lacks the notes")
+	}
+}

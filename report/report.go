@@ -234,7 +234,10 @@ type Evidence struct {
 	Acquisition   *Acquisition      `json:"acquisition,omitempty"`
 	// BlockMap is a disk image's block map, a vault object of its own
 	// recorded in the image's evidence-stored entry, with its own checks.
-	BlockMap     *BlockMap     `json:"block_map,omitempty"`
+	BlockMap *BlockMap `json:"block_map,omitempty"`
+	// Notes are what the examiner must know about the object, as recorded
+	// (a fallback taken, a limit reached).
+	Notes        []string      `json:"notes,omitempty"`
 	Verification EvidenceCheck `json:"verification"`
 	Outcome      string        `json:"outcome"`
 	Error        string        `json:"error,omitempty"`

@@ -6,7 +6,6 @@ import (
 	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/spf13/pflag"
 
 	"github.com/impound-ir/impound/internal/awsconf"
@@ -54,14 +53,15 @@ func (o *accountOptions) resolve(ctx context.Context, g *globalOptions, operator
 }
 
 func identify(ctx context.Context, cfg aws.Config, which, role, flag string) (id, arn string, err error) {
-	out, err := sts.NewFromConfig(cfg).GetCallerIdentity(ctx, &sts.GetCallerIdentityInput{})
+	me, err := awsconf.Identify(ctx, cfg)
 	if err != nil {
 		if role != "" {
-			return "", "", fmt.Errorf("cannot assume %s in the %s account: check %s, the role's trust policy and your credentials: %w", role, which, flag, err)
+			return "", "", &respond.UnreachableError{Which: which, RoleARN: role,
+				Err: fmt.Errorf("cannot assume %s in the %s account: check %s, the role's trust policy and your credentials: %w", role, which, flag, err)}
 		}
 		return "", "", fmt.Errorf("identify your credentials for the %s account (configure AWS credentials, or pass %s): %w", which, flag, err)
 	}
-	return aws.ToString(out.Account), aws.ToString(out.Arn), nil
+	return me.Account, me.ARN, nil
 }
 
 // splitList splits a comma-separated flag value, dropping empty items.

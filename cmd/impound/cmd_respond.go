@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -17,6 +16,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/impound-ir/impound/acquire"
+	"github.com/impound-ir/impound/acquire/controlplane"
 	"github.com/impound-ir/impound/custody"
 	"github.com/impound-ir/impound/respond"
 	"github.com/impound-ir/impound/vault"
@@ -39,11 +39,18 @@ type caseRunOptions struct {
 	StateDir      string
 	Trigger       string
 	FindingFile   string
+	// SnapshotTimeout, when set, replaces the size-proportional wait for
+	// each snapshot to complete.
+	SnapshotTimeout time.Duration
+	// CloudTrail events collected with the control plane.
+	CloudTrailLookBack  time.Duration
+	CloudTrailMaxEvents int
 	// Isolation
-	NoIsolate bool
-	AllowSSM  bool
-	NACL      bool
-	ASGDetach bool
+	NoIsolate       bool
+	AllowSSM        bool
+	NACL            bool
+	ASGDetach       bool
+	AllowDefaultVPC bool
 }
 
 func (o *caseRunOptions) AddFlags(f *pflag.FlagSet) {
@@ -56,7 +63,7 @@ func (o *caseRunOptions) AddFlags(f *pflag.FlagSet) {
 	f.IntVar(&o.RetentionDays, "retention-days", 0, "keep evidence this many days (default: the vault's default retention)")
 	f.BoolVar(&o.LegalHold, "legal-hold", false, "put every evidence object under legal hold")
 	f.StringVar(&o.KMSKey, "kms-key", "", "SSE-KMS key for evidence objects in S3 (default: the bucket's)")
-	f.StringVar(&o.ForensicsKey, "forensics-kms-key", "", "KMS key (forensics account) that encrypts the forensics copies of snapshots (default: the account's EBS default key)")
+	f.StringVar(&o.ForensicsKey, "forensics-kms-key", "", "KMS key (forensics account) that encrypts the forensics copies of snapshots (default: the forensics account's alias/aws/ebs)")
 	f.StringVar(&o.MemberKey, "member-kms-key", "", "customer-managed KMS key (member account) to re-encrypt aws/ebs snapshots, which cannot be shared")
 	f.StringVar(&o.StateDir, "state-dir", "", "where acquisitions save progress to resume (default <user cache dir>/impound/acquire)")
 	f.StringVar(&o.Trigger, "trigger", "manual", "what opened the case: a ticket, guardduty:<finding ID>")
@@ -65,6 +72,10 @@ func (o *caseRunOptions) AddFlags(f *pflag.FlagSet) {
 	f.BoolVar(&o.AllowSSM, "allow-ssm", false, "isolation keeps HTTPS egress to the VPC's SSM and S3 endpoints, so memory can still be captured")
 	f.BoolVar(&o.NACL, "nacl", false, "isolation also gives each subnet a deny-all network ACL: cuts EVERY instance in those subnets")
 	f.BoolVar(&o.ASGDetach, "asg-detach", false, "isolation detaches the instance from its Auto Scaling group instead of putting it in standby")
+	f.BoolVar(&o.AllowDefaultVPC, "allow-default-vpc", false, "isolation proceeds for an instance in a default VPC (refused otherwise: its auto-assigned public IPv4 address stays; security-group isolation still applies)")
+	f.DurationVar(&o.CloudTrailLookBack, "cloudtrail-lookback", controlplane.DefaultLookBack, "collect CloudTrail events about the instance and its role from this far back")
+	f.IntVar(&o.CloudTrailMaxEvents, "cloudtrail-max-events", controlplane.DefaultMaxCloudTrailEvents, "stop each CloudTrail look-up after this many events (the item then says it is truncated)")
+	f.DurationVar(&o.SnapshotTimeout, "snapshot-timeout", 0, "how long each snapshot may take to complete (default: 30 minutes plus 10 seconds per GiB)")
 }
 
 // options maps the flags onto respond.Options.
@@ -102,15 +113,20 @@ func (o *caseRunOptions) options(ctx context.Context, g *globalOptions) (respond
 	ro.ForensicsKMSKey, ro.MemberKMSKey = o.ForensicsKey, o.MemberKey
 	ro.Isolate = !o.NoIsolate
 	ro.Isolation.AllowSSM, ro.Isolation.NACL, ro.Isolation.ASGDetach = o.AllowSSM, o.NACL, o.ASGDetach
+	ro.Isolation.AllowDefaultVPC = o.AllowDefaultVPC
+	if o.SnapshotTimeout < 0 {
+		return ro, usagef("--snapshot-timeout must not be negative")
+	}
+	if o.SnapshotTimeout > 0 {
+		ro.SnapshotTimeout = func(int32) time.Duration { return o.SnapshotTimeout }
+	}
 	if o.NACL {
 		zerolog.Ctx(ctx).Warn().Msg("--nacl replaces the network ACL of the instance's subnets: every instance in them loses its network")
 	}
-	ro.Attributes = map[string]string{
-		"isolation":           strconv.FormatBool(ro.Isolate),
-		"isolation.allow_ssm": strconv.FormatBool(o.AllowSSM),
-		"isolation.nacl":      strconv.FormatBool(o.NACL),
-		"isolation.asg":       map[bool]string{true: "detach", false: "standby"}[o.ASGDetach],
+	if o.CloudTrailLookBack < 0 || o.CloudTrailMaxEvents < 0 {
+		return ro, usagef("--cloudtrail-lookback and --cloudtrail-max-events must not be negative")
 	}
+	ro.CloudTrailLookBack, ro.CloudTrailMaxEvents = o.CloudTrailLookBack, o.CloudTrailMaxEvents
 	ro.StateDir = o.StateDir
 	if ro.StateDir == "" {
 		dir, err := os.UserCacheDir()
@@ -151,14 +167,19 @@ func (o *caseRunOptions) open(ctx context.Context, g *globalOptions, newCase boo
 	if err != nil {
 		return nil, err
 	}
-	acc, err := o.accountOptions.resolve(ctx, g, ro.Operator, o.Case)
+	env, err := openForWriting(ctx, g, &o.writeOptions)
 	if err != nil {
 		return nil, err
 	}
+	acc, err := o.accountOptions.resolve(ctx, g, ro.Operator, o.Case)
 	if ro.Region == "" {
 		ro.Region = acc.Member.Region
 	}
-	env, err := openForWriting(ctx, g, &o.writeOptions)
+	if ue := (*respond.UnreachableError)(nil); errors.As(err, &ue) {
+		// The case records that it could not reach the account, so the
+		// attempt is not only on this terminal.
+		return nil, respond.RecordUnreachable(ctx, env.store, env.signer, ro, acc, ue)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -349,7 +370,7 @@ Running it again for the same case finds the snapshots it made.`,
 	}
 	o.AddFlags(cmd.Flags())
 	hideFlags(cmd, "hash", "compress", "mode", "retention-days", "legal-hold", "kms-key", "state-dir", "finding",
-		"no-isolate", "allow-ssm", "nacl", "asg-detach")
+		"no-isolate", "allow-ssm", "nacl", "asg-detach", "allow-default-vpc")
 	return cmd
 }
 
@@ -388,8 +409,8 @@ triggering GuardDuty finding when --finding is given.`,
 		},
 	}
 	o.AddFlags(cp.Flags())
-	hideFlags(cp, "hash", "compress", "state-dir", "forensics-kms-key", "member-kms-key",
-		"no-isolate", "allow-ssm", "nacl", "asg-detach")
+	hideFlags(cp, "hash", "compress", "state-dir", "forensics-kms-key", "member-kms-key", "snapshot-timeout",
+		"no-isolate", "allow-ssm", "nacl", "asg-detach", "allow-default-vpc")
 	cmd.AddCommand(cp)
 	return cmd
 }

@@ -92,11 +92,8 @@ func AssumeRole(base aws.Config, r Role) aws.Config {
 // CallerARN returns the ARN STS reports for cfg's credentials: the identity the
 // custody ledger records as the actor.
 func CallerARN(ctx context.Context, cfg aws.Config) (string, error) {
-	out, err := sts.NewFromConfig(cfg).GetCallerIdentity(ctx, &sts.GetCallerIdentityInput{})
-	if err != nil {
-		return "", fmt.Errorf("sts get-caller-identity: %w", err)
-	}
-	return aws.ToString(out.Arn), nil
+	id, err := Identify(ctx, cfg)
+	return id.ARN, err
 }
 
 // maxSessionName is STS's limit on RoleSessionName.
