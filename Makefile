@@ -7,10 +7,17 @@ DIRTY   := $(shell test -z "$$(git status --porcelain 2>/dev/null)" && echo fals
 PKG     := github.com/impound-ir/impound/internal/buildinfo
 LDFLAGS := -X $(PKG).Version=$(VERSION) -X $(PKG).Commit=$(COMMIT) -X $(PKG).Modified=$(DIRTY)
 
-.PHONY: build run test test-short bench lint
+.PHONY: build lambda run test test-short bench lint
 
 build:
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/impound
+
+# The GuardDuty Lambda's deployment package (provided.al2023, arm64):
+# bin/impound-guardduty.zip holding bootstrap; see deploy/cloudformation.
+lambda:
+	mkdir -p bin/lambda
+	GOOS=linux GOARCH=arm64 CGO_ENABLED=0 $(GO) build -trimpath -tags lambda.norpc -ldflags "$(LDFLAGS)" -o bin/lambda/bootstrap ./cmd/impound-guardduty
+	cd bin/lambda && rm -f ../impound-guardduty.zip && zip -q ../impound-guardduty.zip bootstrap
 
 # The main job on the embedded default: a drill against the simulated
 # member and forensics accounts, into a local vault.
