@@ -158,7 +158,7 @@ func TestAWSCLI(t *testing.T) {
 		t.Fatalf("verify %v", v)
 	}
 	grant := m.run("kms", "create-grant", "--key-id", transferARN, "--grantee-principal", "arn:aws:iam::"+forensicsID+":root",
-		"--operations", "Decrypt", "DescribeKey")
+		"--operations", "Decrypt", "DescribeKey", "--retiring-principal", "arn:aws:iam::"+forensicsID+":root")
 	if len(str(grant, "GrantId")) != 64 {
 		t.Fatalf("create-grant %v", grant)
 	}

@@ -566,8 +566,13 @@ func kmsRetireGrant(c *call) (any, error) {
 	default:
 		return nil, errf(http.StatusBadRequest, "ValidationException", "Either GrantToken or both KeyId and GrantId must be specified")
 	}
+	// Who may retire a grant (AWS KMS developer guide, "Retiring and
+	// revoking grants"): the account that owns the key, the grant's retiring
+	// principal, and its grantee principal only if RetireGrant is one of the
+	// grant's operations.
 	acct := c.who.accountID()
-	if acct != key.owner.id && acct != principalAccount(grant.retiring) && acct != principalAccount(grant.grantee) {
+	if acct != key.owner.id && acct != principalAccount(grant.retiring) &&
+		!(acct == principalAccount(grant.grantee) && slices.Contains(grant.ops, "RetireGrant")) {
 		return nil, errf(http.StatusBadRequest, "AccessDeniedException", "User: %s is not authorized to perform: kms:RetireGrant on resource: %s", c.who.arn, key.arn)
 	}
 	key.removeGrant(grant)

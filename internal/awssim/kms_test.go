@@ -179,8 +179,9 @@ func TestKMSCrossAccountAndGrants(t *testing.T) {
 	}
 	g, err := mk.CreateGrant(ctx, &kms.CreateGrantInput{
 		KeyId: aws.String(private.ID()), GranteePrincipal: aws.String("arn:aws:iam::" + forensicsID + ":root"),
-		Operations: []kmstypes.GrantOperation{kmstypes.GrantOperationDecrypt, kmstypes.GrantOperationDescribeKey},
-		Name:       aws.String("impound-case-7"),
+		Operations:        []kmstypes.GrantOperation{kmstypes.GrantOperationDecrypt, kmstypes.GrantOperationDescribeKey},
+		Name:              aws.String("impound-case-7"),
+		RetiringPrincipal: aws.String("arn:aws:iam::" + forensicsID + ":root"),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -209,6 +210,26 @@ func TestKMSCrossAccountAndGrants(t *testing.T) {
 	_, err = fe.ListSnapshotBlocks(ctx, &ebs.ListSnapshotBlocksInput{SnapshotId: snap.SnapshotId})
 	if !errors.As(err, &ad) {
 		t.Fatalf("after retiring: %v, want AccessDeniedException", err)
+	}
+	// A grantee that is not the retiring principal may retire the grant only
+	// when RetireGrant is one of its operations.
+	g1, err := mk.CreateGrant(ctx, &kms.CreateGrantInput{KeyId: aws.String(private.ARN()), GranteePrincipal: aws.String(forensicsID),
+		Operations: []kmstypes.GrantOperation{kmstypes.GrantOperationDecrypt}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = fk.RetireGrant(ctx, &kms.RetireGrantInput{GrantToken: g1.GrantToken})
+	wantCode(t, err, "AccessDeniedException")
+	g1r, err := mk.CreateGrant(ctx, &kms.CreateGrantInput{KeyId: aws.String(private.ARN()), GranteePrincipal: aws.String(forensicsID),
+		Operations: []kmstypes.GrantOperation{kmstypes.GrantOperationDecrypt, kmstypes.GrantOperationRetireGrant}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fk.RetireGrant(ctx, &kms.RetireGrantInput{GrantToken: g1r.GrantToken}); err != nil {
+		t.Fatalf("grantee with RetireGrant: %v", err)
+	}
+	if _, err := mk.RetireGrant(ctx, &kms.RetireGrantInput{KeyId: aws.String(private.ARN()), GrantId: g1.GrantId}); err != nil {
+		t.Fatalf("key owner: %v", err)
 	}
 	// Retiring by key and grant ID works too.
 	g2, err := mk.CreateGrant(ctx, &kms.CreateGrantInput{KeyId: aws.String(private.ARN()), GranteePrincipal: aws.String(forensicsID),
