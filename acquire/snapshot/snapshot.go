@@ -23,16 +23,33 @@
 //     ([ActionInventory]), so a case can check that every one was acquired;
 //     each snapshot's final state (completed, error, or still pending at the
 //     timeout) is reported with its actual KMS key ([ActionState]).
-//   - On failure, the returned error lists what was created so far, so a
-//     responder can clean up.
+//   - Clean-up survives interruption: unsharing, retiring grants and
+//     deleting intermediate copies run, and are recorded, on a context that
+//     outlives the caller's cancellation by at most [CleanupTimeout]. And
+//     every run, before it finishes, retires the grants an earlier
+//     interrupted run left (found with ListGrants by their name,
+//     impound-<case>, and grantee), and once a volume's forensics copy is
+//     complete unshares its original and intermediate snapshots and deletes
+//     the intermediates: each such clean-up is recorded as a step with the
+//     detail "leftover" set to "true".
+//   - A volume whose original snapshot ended in the error state is
+//     snapshotted again by the next run (CreateSnapshots excluding the
+//     volumes that have a usable original; that new snapshot is then not
+//     crash-consistent with the others, and its creation step says so), and
+//     the volumes whose originals completed are transferred even when
+//     another volume's original failed.
+//   - On failure, the returned error lists what was created or left live so
+//     far (snapshots, grants, shares), so a responder can clean up.
 package snapshot
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -63,6 +80,17 @@ const (
 	RoleIntermediate = "intermediate" // member-account re-encryption of an aws/ebs snapshot; deleted when done
 	RoleForensics    = "forensics"    // the copy the forensics account owns: what is acquired
 )
+
+// CleanupTimeout bounds the clean-up (unshare, retire grant, delete
+// intermediate, and recording them) that runs after a failure or after the
+// caller's context was cancelled.
+const CleanupTimeout = 2 * time.Minute
+
+// cleanupContext is ctx without its cancellation, bounded by CleanupTimeout:
+// an interrupted run still removes, and records, what it granted.
+func cleanupContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), CleanupTimeout)
+}
 
 // MaxConcurrentCopies is EC2's limit on concurrent snapshot copies per destination Region.
 const MaxConcurrentCopies = 20
@@ -130,6 +158,7 @@ type ec2API interface {
 	CopySnapshot(context.Context, *ec2.CopySnapshotInput, ...func(*ec2.Options)) (*ec2.CopySnapshotOutput, error)
 	ModifySnapshotAttribute(context.Context, *ec2.ModifySnapshotAttributeInput, ...func(*ec2.Options)) (*ec2.ModifySnapshotAttributeOutput, error)
 	DeleteSnapshot(context.Context, *ec2.DeleteSnapshotInput, ...func(*ec2.Options)) (*ec2.DeleteSnapshotOutput, error)
+	DescribeSnapshotAttribute(context.Context, *ec2.DescribeSnapshotAttributeInput, ...func(*ec2.Options)) (*ec2.DescribeSnapshotAttributeOutput, error)
 	CreateTags(context.Context, *ec2.CreateTagsInput, ...func(*ec2.Options)) (*ec2.CreateTagsOutput, error)
 }
 
@@ -138,6 +167,7 @@ type kmsAPI interface {
 	DescribeKey(context.Context, *kms.DescribeKeyInput, ...func(*kms.Options)) (*kms.DescribeKeyOutput, error)
 	CreateGrant(context.Context, *kms.CreateGrantInput, ...func(*kms.Options)) (*kms.CreateGrantOutput, error)
 	RetireGrant(context.Context, *kms.RetireGrantInput, ...func(*kms.Options)) (*kms.RetireGrantOutput, error)
+	ListGrants(context.Context, *kms.ListGrantsInput, ...func(*kms.Options)) (*kms.ListGrantsOutput, error)
 }
 
 // Account is one side of the transfer: its ID and clients built with its credentials.
@@ -192,6 +222,9 @@ func DefaultTimeout(sizeGiB int32) time.Duration {
 type Mover struct {
 	member, forensics Account
 	o                 Options
+
+	mu   sync.Mutex
+	live map[string]string // grants and shares made and not yet removed: key -> description
 }
 
 // New returns a Mover. The member and forensics accounts may be the same
@@ -215,7 +248,7 @@ func New(member, forensics Account, o Options) (*Mover, error) {
 	if o.Record == nil {
 		o.Record = func(context.Context, Step) error { return nil }
 	}
-	return &Mover{member: member, forensics: forensics, o: o}, nil
+	return &Mover{member: member, forensics: forensics, o: o, live: map[string]string{}}, nil
 }
 
 // Volume is one of the instance's volumes and what became of it.
@@ -233,16 +266,21 @@ type Volume struct {
 	// Forensics is the forensics account's own copy: what to acquire.
 	Forensics       string `json:"forensics_snapshot"`
 	ForensicsKMSKey string `json:"forensics_kms_key,omitempty"`
+
+	frozen error // the original did not complete: Transfer skips the volume
 }
 
 // Result is what Freeze and Transfer produced.
 type Result struct {
 	InstanceID string   `json:"instance_id"`
 	Volumes    []Volume `json:"volumes"`
+
+	waited bool // Freeze waited for the originals: those that completed can be transferred
 }
 
 // CreatedError is a failure after some resources were created; Created lists
-// them (snapshot IDs and grant IDs with their accounts) for clean-up.
+// them for clean-up: snapshot IDs, and grants and shares still live
+// ("grant <id> on <key> ..." and "snapshot <id> shared with account ...").
 type CreatedError struct {
 	Err     error
 	Created []string
@@ -258,12 +296,25 @@ func (e *CreatedError) Error() string {
 func (e *CreatedError) Unwrap() error { return e.Err }
 
 // Run freezes the instance's volumes and moves the snapshots into the forensics account.
+// A volume whose original snapshot failed does not keep the others, whose
+// originals completed, from being transferred; the error then reports both.
 func (m *Mover) Run(ctx context.Context, instanceID string) (*Result, error) {
 	res, err := m.Freeze(ctx, instanceID)
-	if err != nil {
+	if err != nil && (res == nil || !res.waited || ctx.Err() != nil) {
 		return res, err
 	}
-	return res, m.Transfer(ctx, res)
+	terr := m.Transfer(ctx, res)
+	if err == nil {
+		return res, terr
+	}
+	var ce *CreatedError
+	if errors.As(err, &ce) {
+		err = ce.Err
+	}
+	if errors.As(terr, &ce) {
+		terr = ce.Err
+	}
+	return res, &CreatedError{Err: errors.Join(err, terr), Created: m.created(res)}
 }
 
 // Freeze snapshots all the instance's volumes at once, or finds the snapshots
@@ -310,7 +361,7 @@ func (m *Mover) Freeze(ctx context.Context, instanceID string) (*Result, error) 
 	for _, id := range volIDs {
 		inv.Resources = append(inv.Resources, m.volumeARN(id))
 	}
-	if err := m.o.Record(ctx, inv); err != nil {
+	if err := m.record(ctx, inv); err != nil {
 		return nil, err
 	}
 
@@ -326,11 +377,11 @@ func (m *Mover) Freeze(ctx context.Context, instanceID string) (*Result, error) 
 		}
 		v.Original = aws.ToString(s.SnapshotId)
 		if err := m.found(ctx, m.member, RoleOriginal, *s, m.createDetails(instanceID, v)); err != nil {
-			return res, &CreatedError{Err: err, Created: res.created()}
+			return res, &CreatedError{Err: err, Created: m.created(res)}
 		}
 		if tagMap(s.Tags)[TagSourceVolume] == "" {
 			if err := m.tagSourceVolume(ctx, v); err != nil {
-				return res, &CreatedError{Err: err, Created: res.created()}
+				return res, &CreatedError{Err: err, Created: m.created(res)}
 			}
 		}
 	}
@@ -338,30 +389,56 @@ func (m *Mover) Freeze(ctx context.Context, instanceID string) (*Result, error) 
 		log.Info().Str("instance_id", instanceID).Int("snapshots", len(existing)).Msg("found this case's snapshots from an earlier run")
 	}
 	if missing := res.missingOriginals(); len(missing) > 0 {
+		// None yet, or an earlier run's ended in the error state (findTagged
+		// leaves those out): snapshot those volumes, and only those.
 		if len(existing) > 0 {
-			step := Step{Action: ActionCreate, Account: m.member.ID, Resources: []string{m.instanceARN(instanceID)},
-				Details: map[string]string{"instance_id": instanceID, "missing_volumes": strings.Join(missing, ",")}}
-			return res, m.failed(ctx, step, &CreatedError{Err: fmt.Errorf("instance %s: this case already snapshotted some volumes but not %s; snapshot those by hand or open a new case",
-				instanceID, strings.Join(missing, ", ")), Created: res.created()})
+			log.Warn().Str("instance_id", instanceID).Strs("volumes", missing).
+				Msg("this case has no usable snapshot of these volumes from an earlier run (none, or it ended in error): snapshotting them again")
 		}
-		if err := m.createSnapshots(ctx, res); err != nil {
+		if err := m.createSnapshots(ctx, res, aws.ToString(inst.RootDeviceName), len(existing) > 0); err != nil {
 			return res, err
 		}
 	}
+	// Wait for every original: one that ends in the error state does not
+	// keep the others from being transferred (Run transfers those that
+	// completed). Any other failure (a timeout, which the others would
+	// likely share, or an interruption) stops here.
+	var errs []error
 	for i := range res.Volumes {
 		v := &res.Volumes[i]
 		if _, err := m.wait(ctx, m.member, v.Original, v, RoleOriginal); err != nil {
-			return res, &CreatedError{Err: err, Created: res.created()}
+			v.frozen = err
+			errs = append(errs, err)
+			if !errors.Is(err, ErrSnapshotFailed) {
+				return res, &CreatedError{Err: errors.Join(errs...), Created: m.created(res)}
+			}
 		}
+	}
+	res.waited = true
+	if err := errors.Join(errs...); err != nil {
+		return res, &CreatedError{Err: err, Created: m.created(res)}
 	}
 	return res, nil
 }
+
+// ErrSnapshotFailed is a snapshot that ended in the error state; a re-run of
+// the case makes a new one.
+var ErrSnapshotFailed = errors.New("snapshot ended in the error state")
 
 // failed reports s as failed with err and returns err, joined with any
 // error recording it. The step is recorded even when ctx is cancelled.
 func (m *Mover) failed(ctx context.Context, s Step, err error) error {
 	s.Err = err
-	return errors.Join(err, m.o.Record(context.WithoutCancel(ctx), s))
+	return errors.Join(err, m.record(ctx, s))
+}
+
+// record reports s. The action it reports has happened, so it is recorded
+// even when ctx is cancelled (a recorder such as the custody ledger refuses
+// a cancelled context), for at most CleanupTimeout.
+func (m *Mover) record(ctx context.Context, s Step) error {
+	ctx, cancel := cleanupContext(ctx)
+	defer cancel()
+	return m.o.Record(ctx, s)
 }
 
 // found reports a snapshot an earlier run made: d are the details its
@@ -369,7 +446,7 @@ func (m *Mover) failed(ctx context.Context, s Step, err error) error {
 func (m *Mover) found(ctx context.Context, a Account, role string, s ec2types.Snapshot, d map[string]string) error {
 	id := aws.ToString(s.SnapshotId)
 	d["snapshot"], d["role"], d["state"] = id, role, string(s.State)
-	return m.o.Record(ctx, Step{Action: ActionFound, Account: a.ID, Resources: []string{m.snapshotARN(id)}, Details: d})
+	return m.record(ctx, Step{Action: ActionFound, Account: a.ID, Resources: []string{m.snapshotARN(id)}, Details: d})
 }
 
 // pick returns the snapshot among ss that match (all when match is nil)
@@ -457,9 +534,26 @@ func (m *Mover) createDetails(instanceID string, v *Volume) map[string]string {
 		"size_gib": strconv.Itoa(int(v.SizeGiB))}
 }
 
-func (m *Mover) createSnapshots(ctx context.Context, res *Result) error {
+// createSnapshots snapshots, at once, the instance's volumes that have no
+// original yet; rootDevice names the boot volume's device. retake says an
+// earlier run of the case snapshotted the other volumes: the new snapshots
+// are then not crash-consistent with theirs, which their steps record.
+func (m *Mover) createSnapshots(ctx context.Context, res *Result, rootDevice string, retake bool) error {
+	spec := &ec2types.InstanceSpecification{InstanceId: aws.String(res.InstanceID), ExcludeBootVolume: aws.Bool(false)}
+	var kept []string
+	for _, v := range res.Volumes {
+		switch {
+		case v.Original == "":
+		case v.DeviceName == rootDevice:
+			spec.ExcludeBootVolume = aws.Bool(true) // EC2 refuses the boot volume in ExcludeDataVolumeIds
+			kept = append(kept, v.VolumeID)
+		default:
+			spec.ExcludeDataVolumeIds = append(spec.ExcludeDataVolumeIds, v.VolumeID)
+			kept = append(kept, v.VolumeID)
+		}
+	}
 	out, err := m.member.EC2.CreateSnapshots(ctx, &ec2.CreateSnapshotsInput{
-		InstanceSpecification: &ec2types.InstanceSpecification{InstanceId: aws.String(res.InstanceID), ExcludeBootVolume: aws.Bool(false)},
+		InstanceSpecification: spec,
 		Description:           m.description("evidence snapshot of " + res.InstanceID),
 		TagSpecifications: []ec2types.TagSpecification{{
 			ResourceType: ec2types.ResourceTypeSnapshot,
@@ -469,43 +563,52 @@ func (m *Mover) createSnapshots(ctx context.Context, res *Result) error {
 	if err != nil {
 		step := Step{Action: ActionCreate, Account: m.member.ID, Resources: []string{m.instanceARN(res.InstanceID)},
 			Details: map[string]string{"instance_id": res.InstanceID}}
+		if retake {
+			step.Details["missing_volumes"] = strings.Join(res.missingOriginals(), ",")
+		}
 		return m.failed(ctx, step, fmt.Errorf("instance %s: create snapshots: %w", res.InstanceID, err))
 	}
+	made := map[string]bool{}
 	for _, s := range out.Snapshots {
 		vol := aws.ToString(s.VolumeId)
 		for i := range res.Volumes {
-			if res.Volumes[i].VolumeID == vol {
+			if res.Volumes[i].VolumeID == vol && res.Volumes[i].Original == "" {
 				res.Volumes[i].Original = aws.ToString(s.SnapshotId)
+				made[vol] = true
 			}
 		}
 	}
 	// One step per snapshot: each is its own piece of evidence.
 	for i := range res.Volumes {
 		v := &res.Volumes[i]
-		if v.Original == "" {
+		if !made[v.VolumeID] {
 			continue
 		}
 		step := Step{Action: ActionCreate, Account: m.member.ID,
 			Resources: []string{m.instanceARN(res.InstanceID), m.volumeARN(v.VolumeID), m.snapshotARN(v.Original)},
 			Details:   m.createDetails(res.InstanceID, v)}
-		if err := m.o.Record(ctx, step); err != nil {
-			return &CreatedError{Err: fmt.Errorf("record snapshot %s: %w", v.Original, err), Created: res.created()}
+		if retake {
+			step.Details["retake"] = "true"
+			step.Details["not_crash_consistent_with"] = strings.Join(kept, ",")
+		}
+		if err := m.record(ctx, step); err != nil {
+			return &CreatedError{Err: fmt.Errorf("record snapshot %s: %w", v.Original, err), Created: m.created(res)}
 		}
 	}
 	// CreateSnapshots tags every snapshot alike: name each one's volume.
 	for i := range res.Volumes {
-		if res.Volumes[i].Original == "" {
+		if !made[res.Volumes[i].VolumeID] {
 			continue
 		}
 		if err := m.tagSourceVolume(ctx, &res.Volumes[i]); err != nil {
-			return &CreatedError{Err: err, Created: res.created()}
+			return &CreatedError{Err: err, Created: m.created(res)}
 		}
 	}
 	if missing := res.missingOriginals(); len(missing) > 0 {
 		step := Step{Action: ActionCreate, Account: m.member.ID, Resources: []string{m.instanceARN(res.InstanceID)},
 			Details: map[string]string{"instance_id": res.InstanceID, "missing_volumes": strings.Join(missing, ",")}}
 		return m.failed(ctx, step, &CreatedError{Err: fmt.Errorf("instance %s: CreateSnapshots returned no snapshot for %s", res.InstanceID, strings.Join(missing, ", ")),
-			Created: res.created()})
+			Created: m.created(res)})
 	}
 	return nil
 }
@@ -516,7 +619,7 @@ func (m *Mover) tagSourceVolume(ctx context.Context, v *Volume) error {
 		Tags: []ec2types.Tag{{Key: aws.String(TagSourceVolume), Value: aws.String(v.VolumeID)}}})
 	step := Step{Action: ActionTag, Account: m.member.ID, Resources: []string{m.snapshotARN(v.Original)},
 		Details: map[string]string{"snapshot": v.Original, "volume_id": v.VolumeID, "tags": TagSourceVolume + "=" + v.VolumeID}, Err: err}
-	if rerr := m.o.Record(ctx, step); rerr != nil {
+	if rerr := m.record(ctx, step); rerr != nil {
 		return errors.Join(err, rerr)
 	}
 	if err != nil {
@@ -610,15 +713,19 @@ func (m *Mover) wait(ctx context.Context, a Account, id string, v *Volume, role 
 			step.Details["state"], step.Details["progress"] = lastState, aws.ToString(s.Progress)
 			step.Details["encrypted"] = strconv.FormatBool(aws.ToBool(s.Encrypted))
 			step.Details["kms_key"] = aws.ToString(s.KmsKeyId)
-			if err := m.o.Record(ctx, step); err != nil {
+			if err := m.record(ctx, step); err != nil {
 				return nil, err
 			}
 			log.Info().Str("snapshot_id", id).Str("account", a.ID).Msg("snapshot completed")
 			return &s, nil
 		case ec2types.SnapshotStateError:
 			step.Details["state"], step.Details["state_message"] = lastState, aws.ToString(s.StateMessage)
-			return nil, m.failed(ctx, step, fmt.Errorf("snapshot %s in account %s failed (%s): re-run the case to make a new one",
-				id, a.ID, aws.ToString(s.StateMessage)))
+			again := "re-run the case: it copies the snapshot again"
+			if role == RoleOriginal {
+				again = "re-run the case: it snapshots volume " + v.VolumeID + " again (the other volumes are transferred meanwhile)"
+			}
+			return nil, m.failed(ctx, step, fmt.Errorf("snapshot %s (%s, volume %s) in account %s: %w (%s); %s",
+				id, role, v.VolumeID, a.ID, ErrSnapshotFailed, aws.ToString(s.StateMessage), again))
 		}
 		if p := aws.ToString(s.Progress); p != lastProgress {
 			log.Info().Str("snapshot_id", id).Str("account", a.ID).Str("progress", p).Msg("waiting for snapshot")
@@ -636,12 +743,18 @@ func (m *Mover) wait(ctx context.Context, a Account, id string, v *Volume, role 
 }
 
 // Transfer moves each volume's original snapshot into the forensics account,
-// at most MaxConcurrentCopies at a time.
+// at most MaxConcurrentCopies at a time; volumes whose original did not
+// complete in Freeze are skipped. Then, even when ctx is cancelled (for at
+// most CleanupTimeout), it retires the grants of this case an earlier,
+// interrupted run left on the volumes' keys.
 func (m *Mover) Transfer(ctx context.Context, res *Result) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(m.o.MaxConcurrentCopies)
-	errs := make([]error, len(res.Volumes))
+	errs := make([]error, len(res.Volumes)+1)
 	for i := range res.Volumes {
+		if res.Volumes[i].frozen != nil {
+			continue
+		}
 		g.Go(func() error {
 			// One volume's failure does not stop the others: each is recorded on its own.
 			errs[i] = m.transferOne(gctx, res.InstanceID, &res.Volumes[i])
@@ -649,8 +762,13 @@ func (m *Mover) Transfer(ctx context.Context, res *Result) error {
 		})
 	}
 	_ = g.Wait()
+	// Every copy of this run is done with its grant: any grant of the case
+	// still live is a leftover.
+	cctx, cancel := cleanupContext(ctx)
+	errs[len(res.Volumes)] = m.retireLeftoverGrants(cctx, res)
+	cancel()
 	if err := errors.Join(errs...); err != nil {
-		return &CreatedError{Err: err, Created: res.created()}
+		return &CreatedError{Err: err, Created: m.created(res)}
 	}
 	return nil
 }
@@ -701,8 +819,9 @@ func (m *Mover) transferOne(ctx context.Context, instanceID string, v *Volume) e
 }
 
 // adoptForensics takes over a forensics copy an earlier run made: reports
-// it, waits for it, and deletes the intermediate copy that run left if it
-// failed before its clean-up.
+// it, waits for it, and, once it is complete, removes what that run left if
+// it failed or was interrupted before its clean-up: the forensics account's
+// access to the original and intermediate snapshots, and the intermediates.
 func (m *Mover) adoptForensics(ctx context.Context, instanceID string, v *Volume, s ec2types.Snapshot) error {
 	v.Forensics = aws.ToString(s.SnapshotId)
 	src := tagMap(s.Tags)[TagCopySource]
@@ -719,27 +838,152 @@ func (m *Mover) adoptForensics(ctx context.Context, instanceID string, v *Volume
 		return err
 	}
 	v.ForensicsKMSKey = aws.ToString(snap.KmsKeyId)
+	ctx, cancel := cleanupContext(ctx)
+	defer cancel()
+	var errs []error
+	if err := m.unshareLeftover(ctx, v.Original, v.KMSKeyID); err != nil {
+		errs = append(errs, err)
+	}
 	if !v.Encrypted {
-		return nil
+		return errors.Join(errs...)
 	}
 	left, err := m.findTagged(ctx, m.member, RoleIntermediate, TagSourceSnapshot, v.Original)
 	if err != nil {
-		return err
+		return errors.Join(append(errs, err)...)
 	}
-	var errs []error
 	for _, s := range left {
 		v.Intermediate = aws.ToString(s.SnapshotId)
 		if err := m.found(ctx, m.member, RoleIntermediate, s, m.intermediateDetails(v, aws.ToString(s.KmsKeyId))); err != nil {
-			return err
+			return errors.Join(append(errs, err)...)
 		}
-		errs = append(errs, m.deleteIntermediate(ctx, v))
+		if err := m.unshareLeftover(ctx, v.Intermediate, aws.ToString(s.KmsKeyId)); err != nil {
+			errs = append(errs, err)
+			continue // never delete what could not be unshared: a responder looks at it
+		}
+		if err := m.deleteIntermediate(ctx, v, true); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	return errors.Join(errs...)
 }
 
+// unshareLeftover removes the forensics account's permission to copy
+// snapshot id if an earlier run left it, and records that.
+func (m *Mover) unshareLeftover(ctx context.Context, id, keyARN string) error {
+	if m.member.ID == m.forensics.ID {
+		return nil
+	}
+	out, err := m.member.EC2.DescribeSnapshotAttribute(ctx, &ec2.DescribeSnapshotAttributeInput{
+		SnapshotId: aws.String(id), Attribute: ec2types.SnapshotAttributeNameCreateVolumePermission})
+	if err != nil {
+		return fmt.Errorf("snapshot %s: check whether it is still shared with account %s: %w", id, m.forensics.ID, err)
+	}
+	for _, p := range out.CreateVolumePermissions {
+		if aws.ToString(p.UserId) == m.forensics.ID {
+			return m.shareStep(ctx, id, keyARN, false, true)
+		}
+	}
+	return nil
+}
+
+// retireLeftoverGrants retires the grants named for this case that give the
+// forensics account use of the volumes' keys, and records each: only grants
+// an earlier run left, or whose retirement failed, are still live.
+func (m *Mover) retireLeftoverGrants(ctx context.Context, res *Result) error {
+	if m.member.ID == m.forensics.ID {
+		return nil
+	}
+	keys := map[string]bool{}
+	var errs []error
+	for _, v := range res.Volumes {
+		if !v.Encrypted || v.KMSKeyID == "" {
+			continue
+		}
+		key, err := m.member.KMS.DescribeKey(ctx, &kms.DescribeKeyInput{KeyId: aws.String(v.KMSKeyID)})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("volume %s: describe its KMS key %s to look for grants left by an earlier run: %w", v.VolumeID, v.KMSKeyID, err))
+			continue
+		}
+		arn := aws.ToString(key.KeyMetadata.Arn)
+		if key.KeyMetadata.KeyManager == kmstypes.KeyManagerTypeAws {
+			// Grants go on the re-encryption key, never on aws/ebs.
+			if arn = m.o.MemberKMSKey; arn == "" {
+				continue
+			}
+		}
+		keys[arn] = true
+	}
+	grantee := m.granteePrincipal()
+	for _, key := range sortedKeys(keys) {
+		p := kms.NewListGrantsPaginator(m.member.KMS, &kms.ListGrantsInput{KeyId: aws.String(key), GranteePrincipal: aws.String(grantee)})
+		for p.HasMorePages() {
+			page, err := p.NextPage(ctx)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("KMS key %s: list grants to find those an earlier run of case %s left: %w (impound needs kms:ListGrants on the key in account %s)",
+					key, m.o.CaseID, err, m.member.ID))
+				break
+			}
+			for _, g := range page.Grants {
+				if aws.ToString(g.Name) != m.grantName() || aws.ToString(g.GranteePrincipal) != grantee {
+					continue
+				}
+				keyARN := key
+				if k := aws.ToString(g.KeyId); strings.HasPrefix(k, "arn:") {
+					keyARN = k
+				}
+				ref := &grantRef{keyARN: keyARN, grantID: aws.ToString(g.GrantId), leftover: true}
+				m.track(ref.liveKey(), ref.String(m.member.ID))
+				if err := m.retire(ctx, ref); err != nil {
+					errs = append(errs, err)
+				}
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func sortedKeys(set map[string]bool) []string {
+	out := make([]string, 0, len(set))
+	for k := range set {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// track notes a grant or share made and not yet removed, for CreatedError.
+func (m *Mover) track(key, desc string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.live[key] = desc
+}
+
+func (m *Mover) untrack(key string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.live, key)
+}
+
+// created lists the snapshots res holds and the grants and shares still live.
+func (m *Mover) created(res *Result) []string {
+	out := res.created()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	live := make([]string, 0, len(m.live))
+	for _, d := range m.live {
+		live = append(live, d)
+	}
+	slices.Sort(live)
+	return append(out, live...)
+}
+
 // cleanup unshares src, retires the grant and deletes the intermediate copy,
 // recording each; cause is the error so far, returned joined with any new one.
+// It runs on a context that survives ctx's cancellation: an interrupted run
+// removes, and records, the access it gave.
 func (m *Mover) cleanup(ctx context.Context, v *Volume, src, srcKey string, grant *grantRef, cause error) error {
+	ctx, cancel := cleanupContext(ctx)
+	defer cancel()
 	errs := []error{cause}
 	if m.member.ID != m.forensics.ID {
 		errs = append(errs, m.share(ctx, src, srcKey, false))
@@ -749,7 +993,7 @@ func (m *Mover) cleanup(ctx context.Context, v *Volume, src, srcKey string, gran
 	}
 	if v.Intermediate != "" && cause == nil {
 		// Only once the forensics copy exists; never the original.
-		errs = append(errs, m.deleteIntermediate(ctx, v))
+		errs = append(errs, m.deleteIntermediate(ctx, v, false))
 	}
 	return errors.Join(errs...)
 }
@@ -788,7 +1032,7 @@ func (m *Mover) intermediateCopy(ctx context.Context, instanceID string, v *Volu
 		v.Intermediate = aws.ToString(out.SnapshotId)
 		step.Resources = append(step.Resources, m.snapshotARN(v.Intermediate))
 		step.Details["snapshot"] = v.Intermediate
-		if err := m.o.Record(ctx, step); err != nil {
+		if err := m.record(ctx, step); err != nil {
 			return "", err
 		}
 	}
@@ -798,7 +1042,21 @@ func (m *Mover) intermediateCopy(ctx context.Context, instanceID string, v *Volu
 	return v.Intermediate, nil
 }
 
-type grantRef struct{ keyARN, grantID string }
+type grantRef struct {
+	keyARN, grantID string
+	leftover        bool // left by an earlier run, found with ListGrants
+}
+
+func (g *grantRef) liveKey() string { return "grant:" + g.keyARN + "/" + g.grantID }
+
+func (g *grantRef) String(owner string) string {
+	return fmt.Sprintf("grant %s on KMS key %s (account %s)", g.grantID, g.keyARN, owner)
+}
+
+// grantName names the grants of this case, so a later run can find them.
+func (m *Mover) grantName() string { return "impound-" + m.o.CaseID }
+
+func (m *Mover) granteePrincipal() string { return "arn:aws:iam::" + m.forensics.ID + ":root" }
 
 func (m *Mover) grant(ctx context.Context, v *Volume, keyARN string) (*grantRef, error) {
 	if m.member.ID == m.forensics.ID {
@@ -809,13 +1067,13 @@ func (m *Mover) grant(ctx context.Context, v *Volume, keyARN string) (*grantRef,
 	for i, op := range ops {
 		names[i] = string(op)
 	}
-	grantee := "arn:aws:iam::" + m.forensics.ID + ":root"
+	grantee := m.granteePrincipal()
 	out, err := m.member.KMS.CreateGrant(ctx, &kms.CreateGrantInput{
 		KeyId:             aws.String(keyARN),
 		GranteePrincipal:  aws.String(grantee),
 		RetiringPrincipal: aws.String(grantee),
 		Operations:        ops,
-		Name:              aws.String("impound-" + m.o.CaseID),
+		Name:              aws.String(m.grantName()),
 	})
 	step := Step{Action: ActionGrant, Account: m.member.ID, Resources: []string{keyARN},
 		Details: map[string]string{"grantee": m.forensics.ID, "grantee_principal": grantee, "retiring_principal": grantee,
@@ -824,18 +1082,28 @@ func (m *Mover) grant(ctx context.Context, v *Volume, keyARN string) (*grantRef,
 		return nil, m.failed(ctx, step, fmt.Errorf("KMS key %s: grant account %s use of it: %w (impound needs kms:CreateGrant on the key in account %s)",
 			keyARN, m.forensics.ID, err, m.member.ID))
 	}
-	step.Details["grant_id"] = aws.ToString(out.GrantId)
-	if err := m.o.Record(ctx, step); err != nil {
+	step.Details["grant_id"], step.Details["grant_name"] = aws.ToString(out.GrantId), m.grantName()
+	ref := &grantRef{keyARN: keyARN, grantID: aws.ToString(out.GrantId)}
+	m.track(ref.liveKey(), ref.String(m.member.ID))
+	if err := m.record(ctx, step); err != nil {
+		// Not recorded, so not retired here either (nothing unrecorded is
+		// done): the next run finds it by its name and retires it.
 		return nil, err
 	}
-	return &grantRef{keyARN: keyARN, grantID: aws.ToString(out.GrantId)}, nil
+	return ref, nil
 }
 
 func (m *Mover) retire(ctx context.Context, g *grantRef) error {
 	_, err := m.forensics.KMS.RetireGrant(ctx, &kms.RetireGrantInput{KeyId: aws.String(g.keyARN), GrantId: aws.String(g.grantID)})
 	step := Step{Action: ActionRetireGrant, Account: m.forensics.ID, Resources: []string{g.keyARN},
-		Details: map[string]string{"grant_id": g.grantID, "kms_key": g.keyARN}, Err: err}
-	if rerr := m.o.Record(ctx, step); rerr != nil {
+		Details: map[string]string{"grant_id": g.grantID, "grant_name": m.grantName(), "kms_key": g.keyARN}, Err: err}
+	if g.leftover {
+		step.Details["leftover"] = "true"
+	}
+	if err == nil {
+		m.untrack(g.liveKey())
+	}
+	if rerr := m.record(ctx, step); rerr != nil {
 		return errors.Join(err, rerr)
 	}
 	if err != nil {
@@ -848,6 +1116,11 @@ func (m *Mover) retire(ctx context.Context, g *grantRef) error {
 // volumes from, and so copy, snapshot id, encrypted with keyARN ("": not
 // encrypted).
 func (m *Mover) share(ctx context.Context, id, keyARN string, add bool) error {
+	return m.shareStep(ctx, id, keyARN, add, false)
+}
+
+// shareStep is share; leftover says an earlier run left the share.
+func (m *Mover) shareStep(ctx context.Context, id, keyARN string, add, leftover bool) error {
 	if m.member.ID == m.forensics.ID {
 		return nil
 	}
@@ -864,7 +1137,18 @@ func (m *Mover) share(ctx context.Context, id, keyARN string, add bool) error {
 	step := Step{Action: action, Account: m.member.ID, Resources: []string{m.snapshotARN(id)},
 		Details: map[string]string{"snapshot": id, "account": m.forensics.ID, "attribute": "createVolumePermission", "operation": string(op),
 			"kms_key": keyARN}, Err: err}
-	if rerr := m.o.Record(ctx, step); rerr != nil {
+	if leftover {
+		step.Details["leftover"] = "true"
+	}
+	live := "share:" + id
+	switch {
+	case add:
+		// Tracked even when the call failed: it may have taken effect.
+		m.track(live, fmt.Sprintf("snapshot %s shared with account %s", id, m.forensics.ID))
+	case err == nil:
+		m.untrack(live)
+	}
+	if rerr := m.record(ctx, step); rerr != nil {
 		return errors.Join(err, rerr)
 	}
 	if err != nil {
@@ -923,7 +1207,7 @@ func (m *Mover) forensicsCopy(ctx context.Context, instanceID string, v *Volume,
 			step.Details["kms_key"] = aws.ToString(d.Snapshots[0].KmsKeyId)
 		}
 	}
-	if err := m.o.Record(ctx, step); err != nil {
+	if err := m.record(ctx, step); err != nil {
 		return err
 	}
 	snap, err := m.wait(ctx, m.forensics, v.Forensics, v, RoleForensics)
@@ -957,14 +1241,19 @@ func (m *Mover) forensicsKeyHint(err error) string {
 	return ""
 }
 
-func (m *Mover) deleteIntermediate(ctx context.Context, v *Volume) error {
+// deleteIntermediate deletes v's intermediate copy; leftover says an
+// earlier run left it.
+func (m *Mover) deleteIntermediate(ctx context.Context, v *Volume, leftover bool) error {
 	if v.Intermediate == "" || v.Intermediate == v.Original {
 		return nil
 	}
 	_, err := m.member.EC2.DeleteSnapshot(ctx, &ec2.DeleteSnapshotInput{SnapshotId: aws.String(v.Intermediate)})
 	step := Step{Action: ActionDeleteIntermediate, Account: m.member.ID, Resources: []string{m.snapshotARN(v.Intermediate)},
 		Details: map[string]string{"snapshot": v.Intermediate, "original_snapshot": v.Original, "volume_id": v.VolumeID}, Err: err}
-	if rerr := m.o.Record(ctx, step); rerr != nil {
+	if leftover {
+		step.Details["leftover"] = "true"
+	}
+	if rerr := m.record(ctx, step); rerr != nil {
 		return errors.Join(err, rerr)
 	}
 	if err != nil {
