@@ -368,20 +368,30 @@ func (c *Case) storeFinding(ctx context.Context, f *Finding) error {
 		return fmt.Errorf("encode the GuardDuty finding: %w", err)
 	}
 	b = append(b, '\n')
-	key, err := vault.CaseKey(c.o.CaseID, vault.AreaEvidence, "control-plane/"+now.Format("20060102T150405.000000000Z")+"/"+controlplane.ItemFinding)
-	if err != nil {
-		return err
+	// The bytes as received first (their SHA-256 is the record's
+	// given_sha256), then the record, under one prefix, as collect does.
+	prefix := "control-plane/" + now.Format("20060102T150405.000000000Z") + "/"
+	for _, it := range []struct {
+		item string
+		b    []byte
+	}{{controlplane.ItemFindingGiven, f.Detail}, {controlplane.ItemFinding, b}} {
+		key, err := vault.CaseKey(c.o.CaseID, vault.AreaEvidence, prefix+it.item)
+		if err != nil {
+			return err
+		}
+		opts := c.o.Put
+		opts.ContentType, opts.SizeHint = "application/json", int64(len(it.b))
+		r, err := vault.Put(ctx, c.store, key, bytes.NewReader(it.b), opts)
+		if err != nil {
+			_, rerr := c.append(ctx, c.acc.MemberCaller, []string{c.instanceARN()}, &custody.AWSAction{
+				Action: "collect." + it.item, Account: c.acc.MemberID, Region: c.o.Region,
+				Details: map[string]string{"key": key}}, err)
+			return errors.Join(fmt.Errorf("store the GuardDuty finding: %w", err), rerr)
+		}
+		if _, err := c.append(ctx, c.acc.MemberCaller, []string{c.instanceARN(), r.URI}, &custody.EvidenceStored{
+			Receipt: *r, Source: "control-plane:" + it.item + ":" + c.o.InstanceID, Evidence: custody.EvidenceControlPlane}, nil); err != nil {
+			return err
+		}
 	}
-	opts := c.o.Put
-	opts.ContentType, opts.SizeHint = "application/json", int64(len(b))
-	r, err := vault.Put(ctx, c.store, key, bytes.NewReader(b), opts)
-	if err != nil {
-		_, rerr := c.append(ctx, c.acc.MemberCaller, []string{c.instanceARN()}, &custody.AWSAction{
-			Action: "collect." + controlplane.ItemFinding, Account: c.acc.MemberID, Region: c.o.Region,
-			Details: map[string]string{"key": key}}, err)
-		return errors.Join(fmt.Errorf("store the GuardDuty finding: %w", err), rerr)
-	}
-	_, err = c.append(ctx, c.acc.MemberCaller, []string{c.instanceARN(), r.URI}, &custody.EvidenceStored{
-		Receipt: *r, Source: "control-plane:" + controlplane.ItemFinding + ":" + c.o.InstanceID, Evidence: custody.EvidenceControlPlane}, nil)
-	return err
+	return nil
 }

@@ -446,4 +446,19 @@ func TestRecordAnotherFinding(t *testing.T) {
 	if env.Data.ID != second.ID || env.Data.Type != second.Type {
 		t.Errorf("second object holds finding %s (%s), want %s", env.Data.ID, env.Data.Type, second.ID)
 	}
+	// Its bytes as received are stored beside it: their SHA-256 is the
+	// record's given_sha256.
+	st, err := c.state(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var given int
+	for _, e := range st.stored {
+		if strings.HasSuffix(e.Receipt.Key, "/"+controlplane.ItemFindingGiven) && e.Receipt.SHA256 == env.Data.GivenSHA256 {
+			given++
+		}
+	}
+	if sum := sha256.Sum256(second.Detail); given != 1 || env.Data.GivenSHA256 != hex.EncodeToString(sum[:]) {
+		t.Errorf("%d objects of the second finding's bytes as given with SHA-256 %s (of the bytes: %x)", given, env.Data.GivenSHA256, sum)
+	}
 }

@@ -50,6 +50,10 @@ import (
 	"github.com/impound-ir/impound/vault"
 )
 
+// ErrEvidenceMissing is Close's refusal while a control-plane item the
+// case should hold was not collected.
+var ErrEvidenceMissing = errors.New("respond: evidence missing")
+
 // ErrIncomplete wraps the errors of a run in which some stages failed.
 var ErrIncomplete = errors.New("respond: the case is incomplete")
 
@@ -193,6 +197,10 @@ func Open(ctx context.Context, acc Accounts, store vault.Store, signer custody.S
 		if o.InstanceID == "" {
 			c.o.InstanceID = opened.InstanceID
 		}
+		if differ := keepRecorded(&c.o, opened.Attributes, c.o.Now()); len(differ) > 0 {
+			zerolog.Ctx(ctx).Warn().Str("case", o.CaseID).Strs("options", differ).
+				Msg("this run's options differ from the case's recorded configuration, which is kept: open a new case to change it")
+		}
 		return c, nil
 	}
 	if o.InstanceID == "" {
@@ -279,8 +287,19 @@ func (c *Case) instanceARN() string {
 	return fmt.Sprintf("arn:aws:ec2:%s:%s:instance/%s", c.o.Region, c.acc.MemberID, c.o.InstanceID)
 }
 
+// recordTimeout bounds the recording of an action once the run has been
+// interrupted.
+const recordTimeout = 30 * time.Second
+
 // append records one entry; stepErr, when set, records the action as failed.
 func (c *Case) append(ctx context.Context, caller string, resources []string, d custody.Details, stepErr error) (custody.Recorded, error) {
+	if ctx.Err() != nil {
+		// Interrupted (Ctrl-C, a stopped task): what was done or failed up
+		// to now is still recorded, within a bounded time.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+		defer cancel()
+	}
 	e := custody.Entry{Actor: custody.Actor{Operator: c.o.Operator, CallerARN: caller}, Resources: resources, Details: d}
 	if stepErr != nil {
 		e.Outcome = custody.Failed
@@ -303,7 +322,11 @@ func (c *Case) caller(id string) string {
 
 // state is what the ledger says is done.
 type state struct {
+	// collected: a collection stored the instance's description (so a
+	// later finding is stored on its own, see RecordFinding).
 	collected bool
+	// items are the control-plane items' outcomes, by item name.
+	items map[string]*itemState
 	// volumes are the forensics account's copies to acquire: per volume, the
 	// latest copy not recorded as failed (snapshot state error).
 	volumes []custody.SnapshotCopied
@@ -323,13 +346,57 @@ type state struct {
 	closed   bool
 }
 
+// itemState is what the ledger says of one control-plane item.
+type itemState struct {
+	// stored: a succeeded evidence-stored entry holds it.
+	stored bool
+	// unavailable says why it can never be collected (a succeeded
+	// collect.<item> entry with an "unavailable" detail).
+	unavailable string
+	// failed is the error of its latest failed collect.<item> entry.
+	failed string
+}
+
+// done: nothing more is to be collected for the item.
+func (s *itemState) done() bool { return s != nil && (s.stored || s.unavailable != "") }
+
+// collectAction is the ledger action of a control-plane item not stored:
+// failed, or unavailable.
+func collectAction(item string) string { return collectPrefix + item }
+
+const collectPrefix = "collect."
+
+// missingItems lists the control-plane items not yet done, in collection
+// order; the finding's only when finding (a finding is given).
+func (st *state) missingItems(finding bool) []string {
+	var out []string
+	for _, item := range controlplane.Items() {
+		if controlplane.FindingItem(item) && !finding {
+			continue
+		}
+		if !st.items[item].done() {
+			out = append(out, item)
+		}
+	}
+	return out
+}
+
+func (st *state) item(name string) *itemState {
+	s := st.items[name]
+	if s == nil {
+		s = &itemState{}
+		st.items[name] = s
+	}
+	return s
+}
+
 func (c *Case) state(ctx context.Context) (*state, error) {
 	entries, err := c.entries(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("read the ledger of case %s: %w", c.o.CaseID, err)
 	}
 	st := &state{acquired: map[string]*custody.EvidenceStored{}, verified: map[string]bool{},
-		created: map[string]bool{}, copied: map[string]bool{}, completed: map[string]bool{}}
+		created: map[string]bool{}, copied: map[string]bool{}, completed: map[string]bool{}, items: map[string]*itemState{}}
 	var copies []custody.SnapshotCopied
 	failedSnapshots := map[string]bool{} // ended in the error state
 	for _, e := range entries {
@@ -342,6 +409,15 @@ func (c *Case) state(ctx context.Context) (*state, error) {
 		}
 		if a, ok := e.Details.(custody.AWSAction); ok && a.Action == snapshot.ActionState && a.Details["state"] == string(ec2types.SnapshotStateError) {
 			failedSnapshots[a.Details["snapshot"]] = true
+		}
+		if a, ok := e.Details.(custody.AWSAction); ok && strings.HasPrefix(a.Action, collectPrefix) {
+			it := st.item(strings.TrimPrefix(a.Action, collectPrefix))
+			switch {
+			case e.Outcome == custody.Failed:
+				it.failed = e.Error
+			case a.Details["unavailable"] != "":
+				it.unavailable, it.failed = a.Details["unavailable"], ""
+			}
 		}
 		if e.Outcome == custody.Failed {
 			continue
@@ -360,8 +436,12 @@ func (c *Case) state(ctx context.Context) (*state, error) {
 			st.created[d.SnapshotID] = true
 		case custody.EvidenceStored:
 			st.stored = append(st.stored, &d)
-			if d.Evidence == custody.EvidenceControlPlane && strings.HasSuffix(d.Receipt.Key, "/"+controlplane.ItemInstance) {
-				st.collected = true
+			if d.Evidence == custody.EvidenceControlPlane {
+				it := st.item(d.Receipt.Key[strings.LastIndexByte(d.Receipt.Key, '/')+1:])
+				it.stored, it.failed = true, ""
+				if strings.HasSuffix(d.Receipt.Key, "/"+controlplane.ItemInstance) {
+					st.collected = true
+				}
 			}
 			if d.Acquisition != nil && d.Acquisition.SnapshotID != "" {
 				st.acquired[d.Acquisition.SnapshotID] = &d
@@ -544,21 +624,33 @@ func Run(ctx context.Context, c *Case, stages []Stage) (*Summary, error) {
 	return sum, nil
 }
 
-// Collect stores the control-plane evidence about the instance, once per case.
+// Collect stores the control-plane evidence about the instance: each item
+// once per case. A re-run collects again only the items not yet stored
+// (failed, or never reached), not those stored or recorded as unavailable;
+// the finding's items only when a finding is given. It fails while an item
+// fails, so that the case is not closed without it.
 func (c *Case) Collect(ctx context.Context) error {
 	st, err := c.state(ctx)
 	if err != nil {
 		return err
 	}
-	if st.collected {
+	missing := st.missingItems(len(c.o.Finding) > 0)
+	if len(missing) == 0 {
 		zerolog.Ctx(ctx).Info().Msg("control-plane evidence already collected")
 		return nil
 	}
-	// Each collection gets its own prefix: a collection cut short before it
-	// was recorded leaves objects that are simply never referenced.
+	for _, item := range missing {
+		if it := st.items[item]; it != nil && it.failed != "" {
+			zerolog.Ctx(ctx).Info().Str("item", item).Str("failed", it.failed).Msg("collecting again a control-plane item that failed")
+		}
+	}
+	// Each collection gets its own prefix (keys are write-once): a
+	// collection cut short before it was recorded leaves objects that are
+	// simply never referenced.
 	stamp := c.o.Now().UTC().Format("20060102T150405.000000000Z")
 	o := controlplane.NewOptions()
 	o.AccountID, o.Region, o.Now, o.Finding, o.Put = c.acc.MemberID, c.o.Region, c.o.Now, c.o.Finding, c.o.Put
+	o.Items = missing
 	if c.o.CloudTrailLookBack > 0 {
 		o.LookBack = c.o.CloudTrailLookBack
 	}
@@ -576,8 +668,19 @@ func (c *Case) Collect(ctx context.Context) error {
 	o.Record = func(ctx context.Context, r controlplane.Result) error {
 		if r.Err != nil {
 			_, err := c.append(ctx, c.acc.MemberCaller, []string{c.instanceARN()}, &custody.AWSAction{
-				Action: "collect." + r.Item, Account: c.acc.MemberID, Region: c.o.Region,
+				Action: collectAction(r.Item), Account: c.acc.MemberID, Region: c.o.Region,
 				Details: map[string]string{"key": r.Key}}, r.Err)
+			return err
+		}
+		if r.Unavailable != "" {
+			// Done, with nothing stored: recorded so that no later run
+			// tries again, and so that the report shows why.
+			d := map[string]string{"unavailable": r.Unavailable}
+			if len(r.Calls) > 0 {
+				d["calls"] = strings.Join(r.Calls, "; ")
+			}
+			_, err := c.append(ctx, c.acc.MemberCaller, []string{c.instanceARN()}, &custody.AWSAction{
+				Action: collectAction(r.Item), Account: c.acc.MemberID, Region: c.o.Region, Details: d}, nil)
 			return err
 		}
 		_, err := c.append(ctx, c.acc.MemberCaller, []string{c.instanceARN(), r.Receipt.URI}, &custody.EvidenceStored{
@@ -753,9 +856,12 @@ func (c *Case) acquireOne(ctx context.Context, v custody.SnapshotCopied) error {
 
 // EvidenceStored is the ledger entry of an acquisition.
 func EvidenceStored(ev *acquire.Evidence) *custody.EvidenceStored {
+	// The receipt carries the stored object's SHA-256. For a raw image that
+	// is the image's; for a compressed one the image's own SHA-256 differs
+	// and must be kept with the other hashes, or it is recorded nowhere.
 	hashes := map[string]string{}
 	for k, v := range ev.Hashes {
-		if k != acquire.SHA256 {
+		if k != acquire.SHA256 || v != ev.Image.SHA256 {
 			hashes[k] = v
 		}
 	}
@@ -870,6 +976,11 @@ func (c *Case) Close(ctx context.Context) error {
 	if missing := st.unacquired(); len(missing) > 0 {
 		return fmt.Errorf("%w: volumes %s of instance %s have no acquired image; the case stays open: re-run it to snapshot and acquire them",
 			ErrVolumesMissing, strings.Join(missing, ", "), c.o.InstanceID)
+	}
+	finding := len(c.o.Finding) > 0 || st.items[controlplane.ItemFinding] != nil
+	if missing := st.missingItems(finding); len(missing) > 0 {
+		return fmt.Errorf("%w: control-plane items %s were not collected; the case stays open: re-run it to collect them",
+			ErrEvidenceMissing, strings.Join(missing, ", "))
 	}
 	_, err = c.append(ctx, c.acc.ForensicsCaller, nil, &custody.CaseClosed{Reason: "response complete"}, nil)
 	return err

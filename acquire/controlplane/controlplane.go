@@ -9,9 +9,16 @@
 //   - Each item is stored write-once with its SHA-256 computed while
 //     streaming, and reported to the Recorder with its receipt, the calls
 //     made and the notes an examiner needs.
-//   - An item that cannot be collected (a permission missing, a screenshot the
-//     instance type does not support) is reported as failed with the API's
-//     error, and the other items are still collected.
+//   - An item that could not be collected (a permission missing, a call
+//     throttled or failed) is reported as failed with the API's error, and
+//     the other items are still collected; Options.Items collects only some
+//     items, so that a later run can collect again the ones that failed.
+//   - An item that can never be collected is reported as unavailable
+//     (Result.Unavailable says why), not as failed, so that it does not
+//     keep a case from completing: the screenshot of an instance type
+//     without one (GetConsoleScreenshot answers UnsupportedOperation) or of
+//     an instance that is not running (IncorrectInstanceState), the
+//     finding's record when the finding given is not JSON.
 //   - Items are JSON documents with a fixed envelope (what was called, in
 //     which account and Region, when, and notes such as a fallback used or a
 //     look-up cut short) around the API's answer; console output and the
@@ -28,8 +35,14 @@
 //     Options.MaxCloudTrailEvents stops and the item says so (truncated); a
 //     look-up in the instance's Region that fails fails the item, one in the
 //     global Region is recorded with its error and a note.
-//   - The GuardDuty finding is stored with its values as given, EventBridge
-//     event or bare detail, with the SHA-256 of the bytes given.
+//   - The GuardDuty finding is stored twice: its bytes exactly as given
+//     (guardduty-finding.given.json, whose receipt's SHA-256 is the record's
+//     given_sha256), and a record of it with its values as given,
+//     EventBridge event or bare detail, and what it says
+//     (guardduty-finding.json).
+//   - Paired items are collected together, under the same keys' prefix:
+//     console-output.txt and the console-output.json that describes it,
+//     guardduty-finding.given.json and guardduty-finding.json.
 package controlplane
 
 import (
@@ -42,6 +55,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -76,7 +90,30 @@ const (
 	ItemScreenshot          = "console-screenshot.jpg"
 	ItemCloudTrail          = "cloudtrail-events.json"
 	ItemFinding             = "guardduty-finding.json"
+	// ItemFindingGiven is the GuardDuty finding's bytes exactly as given.
+	ItemFindingGiven = "guardduty-finding.given.json"
 )
+
+// Items returns the names of every item Collect produces, in the order it
+// collects them; ItemFindingGiven and ItemFinding only when
+// Options.Finding is set.
+func Items() []string {
+	return []string{ItemInstance, ItemVolumes, ItemNetworkInterfaces, ItemSecurityGroups, ItemIAM, ItemTags, ItemCloudTrail,
+		ItemConsoleOutput, ItemConsoleOutputRecord, ItemScreenshot, ItemFindingGiven, ItemFinding}
+}
+
+// FindingItem reports whether item is one of the GuardDuty finding's items,
+// collected only when a finding is given.
+func FindingItem(item string) bool { return item == ItemFinding || item == ItemFindingGiven }
+
+// pairs are the items collected together: either asked for collects both.
+var pairs = map[string]string{
+	ItemConsoleOutput: ItemConsoleOutputRecord, ItemConsoleOutputRecord: ItemConsoleOutput,
+	ItemFinding: ItemFindingGiven, ItemFindingGiven: ItemFinding,
+}
+
+// ErrUnknownItem is returned for an Options.Items entry that is not one of Items().
+var ErrUnknownItem = errors.New("controlplane: unknown item")
 
 type ec2API interface {
 	DescribeInstances(context.Context, *ec2.DescribeInstancesInput, ...func(*ec2.Options)) (*ec2.DescribeInstancesOutput, error)
@@ -135,12 +172,16 @@ func GlobalRegion(region string) string {
 	return "us-east-1"
 }
 
-// Result is one collected (or failed) item.
+// Result is one collected (or failed, or unavailable) item.
 type Result struct {
 	Item    string
 	Key     string
-	Receipt *vault.Receipt // nil when Err is set
+	Receipt *vault.Receipt // nil when Err or Unavailable is set
 	Err     error
+	// Unavailable, when set, says why the item can never be collected (the
+	// instance type has no console screenshot): the item is done, with
+	// nothing stored, and is not an error.
+	Unavailable string
 	// Calls are the API operations made for the item, with the parameters
 	// that change what AWS answers ("ec2:GetConsoleOutput Latest=true").
 	Calls []string
@@ -169,8 +210,13 @@ type Options struct {
 	// Finding is the triggering GuardDuty finding, either the EventBridge
 	// event or its detail; it is stored as given (see FindingRecord).
 	Finding json.RawMessage
-	Put     vault.PutOptions
-	Record  Recorder
+	// Items, when not empty, are the only items collected (see Items; an
+	// item paired with one of them is collected too); the instance is
+	// described all the same, and IAM looked up for the CloudTrail item,
+	// without storing them.
+	Items  []string
+	Put    vault.PutOptions
+	Record Recorder
 }
 
 // NewOptions returns the defaults.
@@ -199,9 +245,10 @@ type collected struct {
 	notes []string
 }
 
-// Collect gathers every item about instanceID and stores each in store. It
-// returns every item's result; the error is non-nil if any item failed or a
-// result could not be recorded.
+// Collect gathers every item about instanceID (or those of Options.Items)
+// and stores each in store. It returns every item's result; the error is
+// non-nil if any item failed or a result could not be recorded (an
+// unavailable item is not a failure).
 func Collect(ctx context.Context, c Clients, store vault.Store, instanceID string, o Options) ([]Result, error) {
 	if o.Key == nil {
 		return nil, errors.New("controlplane: no key function")
@@ -218,12 +265,29 @@ func Collect(ctx context.Context, c Clients, store vault.Store, instanceID strin
 	if o.Record == nil {
 		o.Record = func(context.Context, Result) error { return nil }
 	}
+	want, err := wanted(o.Items, len(o.Finding) > 0)
+	if err != nil {
+		return nil, err
+	}
+	if len(want) == 0 {
+		return nil, nil
+	}
 	col := &collector{c: c, store: store, id: instanceID, o: o}
 	inst, err := col.instance(ctx)
 	if err != nil {
-		// Without the instance nothing else can be found; record and stop.
-		res := Result{Item: ItemInstance, Key: o.Key(ItemInstance), Err: err, Calls: []string{"ec2:DescribeInstances"}}
-		return []Result{res}, errors.Join(err, o.Record(ctx, res))
+		// Without the instance nothing else can be found; record and stop:
+		// the instance item's failure, or when it is not asked for, each
+		// item asked for.
+		var results []Result
+		var rerrs []error
+		for _, item := range Items() {
+			if want[item] && (want[ItemInstance] == (item == ItemInstance)) {
+				r := Result{Item: item, Key: o.Key(item), Err: err, Calls: []string{"ec2:DescribeInstances"}}
+				results = append(results, r)
+				rerrs = append(rerrs, o.Record(ctx, r))
+			}
+		}
+		return results, errors.Join(append([]error{err}, rerrs...)...)
 	}
 	var results []Result
 	var errs []error
@@ -241,6 +305,10 @@ func Collect(ctx context.Context, c Clients, store vault.Store, instanceID strin
 		}
 		return record(r)
 	}
+	unavailable := func(item string, calls []string, why string) error {
+		zerolog.Ctx(ctx).Warn().Str("item", item).Str("reason", why).Msg("control-plane item unavailable")
+		return record(Result{Item: item, Key: o.Key(item), Calls: calls, Unavailable: why})
+	}
 	steps := []struct {
 		item string
 		fn   func(context.Context, *ec2types.Instance) (collected, error)
@@ -256,45 +324,107 @@ func Collect(ctx context.Context, c Clients, store vault.Store, instanceID strin
 		{ItemCloudTrail, col.cloudTrail}, // after ItemIAM: it looks up the roles IAM named
 	}
 	for _, s := range steps {
+		if !want[s.item] {
+			if s.item == ItemIAM && want[ItemCloudTrail] {
+				// The CloudTrail item looks up the roles IAM names.
+				_, _ = s.fn(ctx, inst)
+			}
+			continue
+		}
 		cd, err := s.fn(ctx, inst)
 		if err := storeJSON(s.item, cd, err); err != nil {
 			return results, err
 		}
 	}
+	if want[ItemConsoleOutput] {
+		if err := col.consoleOutputItems(ctx, record, storeJSON); err != nil {
+			return results, err
+		}
+	}
 
-	// Console output: the bytes as AWS returned them, then how they were obtained.
+	if want[ItemScreenshot] {
+		calls := []string{"ec2:GetConsoleScreenshot WakeUp=false"}
+		shot, why, err := col.screenshot(ctx)
+		if why != "" {
+			if err := unavailable(ItemScreenshot, calls, why); err != nil {
+				return results, err
+			}
+		} else {
+			r := Result{Item: ItemScreenshot, Key: o.Key(ItemScreenshot), Err: err, Calls: calls}
+			if err == nil {
+				r.Receipt, r.Err = col.put(ctx, ItemScreenshot, shot)
+			}
+			if err := record(r); err != nil {
+				return results, err
+			}
+		}
+	}
+
+	if want[ItemFinding] {
+		// The bytes as given first: the record says what they hash to.
+		r := Result{Item: ItemFindingGiven, Key: o.Key(ItemFindingGiven), Calls: []string{}}
+		r.Receipt, r.Err = col.put(ctx, ItemFindingGiven, o.Finding)
+		if err := record(r); err != nil {
+			return results, err
+		}
+		cd, why := col.finding()
+		if why != "" {
+			err = unavailable(ItemFinding, cd.calls, why)
+		} else {
+			err = storeJSON(ItemFinding, cd, nil)
+		}
+		if err != nil {
+			return results, err
+		}
+	}
+	return results, errors.Join(errs...)
+}
+
+// wanted is the set of items to collect: items (every item when empty) and
+// the items paired with them, the finding's only when one is given.
+func wanted(items []string, finding bool) (map[string]bool, error) {
+	all := Items()
+	if len(items) == 0 {
+		items = all
+	}
+	want := map[string]bool{}
+	for _, item := range items {
+		if !slices.Contains(all, item) {
+			return nil, fmt.Errorf("%w %q: the items are %s", ErrUnknownItem, item, strings.Join(all, ", "))
+		}
+		if FindingItem(item) && !finding {
+			continue
+		}
+		want[item] = true
+		if p := pairs[item]; p != "" {
+			want[p] = true
+		}
+	}
+	return want, nil
+}
+
+// consoleOutputItems collects the console output, the bytes as AWS returned
+// them, then how they were obtained.
+func (col *collector) consoleOutputItems(ctx context.Context, record func(Result) error,
+	storeJSON func(string, collected, error) error) error {
+	o := col.o
 	out, cd, err := col.consoleOutput(ctx)
 	r := Result{Item: ItemConsoleOutput, Key: o.Key(ItemConsoleOutput), Err: err, Calls: cd.calls, Notes: cd.notes}
 	if err == nil {
 		r.Receipt, r.Err = col.put(ctx, ItemConsoleOutput, out)
 	}
 	if err := record(r); err != nil {
-		return results, err
+		return err
 	}
-	if r.Err == nil {
-		cd.data = ConsoleOutputRecord{ConsoleOutput: cd.data.(ConsoleOutputRecord).ConsoleOutput, Key: r.Key,
-			VersionID: r.Receipt.VersionID, SHA256: r.Receipt.SHA256, Size: r.Receipt.Size}
-		if err := storeJSON(ItemConsoleOutputRecord, cd, nil); err != nil {
-			return results, err
-		}
+	if r.Err != nil {
+		// console-output.json describes a stored output; its failure is
+		// the output's, recorded so that both are collected again.
+		return record(Result{Item: ItemConsoleOutputRecord, Key: o.Key(ItemConsoleOutputRecord), Calls: cd.calls,
+			Err: fmt.Errorf("%s was not stored: %w", ItemConsoleOutput, r.Err)})
 	}
-
-	shot, err := col.screenshot(ctx)
-	r = Result{Item: ItemScreenshot, Key: o.Key(ItemScreenshot), Err: err, Calls: []string{"ec2:GetConsoleScreenshot WakeUp=false"}}
-	if err == nil {
-		r.Receipt, r.Err = col.put(ctx, ItemScreenshot, shot)
-	}
-	if err := record(r); err != nil {
-		return results, err
-	}
-
-	if len(o.Finding) > 0 {
-		cd, err := col.finding()
-		if err := storeJSON(ItemFinding, cd, err); err != nil {
-			return results, err
-		}
-	}
-	return results, errors.Join(errs...)
+	cd.data = ConsoleOutputRecord{ConsoleOutput: cd.data.(ConsoleOutputRecord).ConsoleOutput, Key: r.Key,
+		VersionID: r.Receipt.VersionID, SHA256: r.Receipt.SHA256, Size: r.Receipt.Size}
+	return storeJSON(ItemConsoleOutputRecord, cd, nil)
 }
 
 type collector struct {
@@ -760,16 +890,30 @@ func (col *collector) consoleOutput(ctx context.Context) ([]byte, collected, err
 	return b, cd, nil
 }
 
-func (col *collector) screenshot(ctx context.Context) ([]byte, error) {
+// screenshot returns the console screenshot, or why there can never be one
+// (unavailable), or the error of a call that may succeed another time.
+func (col *collector) screenshot(ctx context.Context) (_ []byte, unavailable string, _ error) {
 	out, err := col.c.EC2.GetConsoleScreenshot(ctx, &ec2.GetConsoleScreenshotInput{InstanceId: aws.String(col.id), WakeUp: aws.Bool(false)})
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		switch ae.ErrorCode() {
+		case "UnsupportedOperation":
+			// Bare-metal instance types have no virtual console.
+			return nil, "the instance type does not support console screenshots (" + ae.ErrorCode() + ": " + ae.ErrorMessage() + ")", nil
+		case "IncorrectInstanceState":
+			// Only a running instance has a console to capture; starting a
+			// stopped suspect instance is not impound's to do.
+			return nil, "the instance is not running, so it has no console to capture (" + ae.ErrorCode() + ": " + ae.ErrorMessage() + ")", nil
+		}
+	}
 	if err != nil {
-		return nil, fmt.Errorf("get console screenshot: %w", err)
+		return nil, "", fmt.Errorf("get console screenshot: %w", err)
 	}
 	b, err := base64.StdEncoding.DecodeString(aws.ToString(out.ImageData))
 	if err != nil {
-		return nil, fmt.Errorf("console screenshot is not base64: %w", err)
+		return nil, "", fmt.Errorf("console screenshot is not base64: %w", err)
 	}
-	return b, nil
+	return b, "", nil
 }
 
 // Shapes of a GuardDuty finding as given in Options.Finding.
@@ -785,7 +929,8 @@ const (
 type FindingRecord struct {
 	Shape string `json:"shape"` // FindingShapeEvent, FindingShapeDetail or FindingShapeUnknown
 	// GivenSHA256 and GivenSize are of Options.Finding's bytes, to match
-	// the file or message the finding came from.
+	// the file or message the finding came from; those bytes are stored
+	// unchanged as ItemFindingGiven, whose receipt has this SHA-256.
 	GivenSHA256 string `json:"given_sha256"`
 	GivenSize   int    `json:"given_size"`
 	ID          string `json:"id,omitempty"`
@@ -797,10 +942,12 @@ type FindingRecord struct {
 	Given  json.RawMessage `json:"given"`
 }
 
-func (col *collector) finding() (collected, error) {
+// finding returns the finding's record, or why there can be none
+// (unavailable: the finding given is not JSON).
+func (col *collector) finding() (collected, string) {
 	cd := collected{calls: []string{}}
 	if !json.Valid(col.o.Finding) {
-		return cd, errors.New("the GuardDuty finding is not JSON")
+		return cd, "the GuardDuty finding given is not JSON; its bytes as given are in " + ItemFindingGiven
 	}
 	sum := sha256.Sum256(col.o.Finding)
 	rec := FindingRecord{Shape: FindingShapeUnknown, GivenSHA256: hex.EncodeToString(sum[:]), GivenSize: len(col.o.Finding),
@@ -830,14 +977,14 @@ func (col *collector) finding() (collected, error) {
 	switch err := json.Unmarshal(col.o.Finding, &doc); {
 	case err != nil:
 		cd.notes = []string{"the finding is not a GuardDuty finding's JSON: " + err.Error()}
-		return cd, nil
+		return cd, ""
 	case doc.Source == "aws.guardduty" && doc.DetailType == "GuardDuty Finding" && doc.Detail != nil:
 		rec.Shape, f = FindingShapeEvent, doc.Detail
 	case doc.Source == "" && doc.DetailType == "" && f.ID != "" && f.Type != "":
 		rec.Shape = FindingShapeDetail
 	default:
 		cd.notes = []string{"the finding is neither a GuardDuty Finding EventBridge event nor its detail; stored as given"}
-		return cd, nil
+		return cd, ""
 	}
 	rec.ID, rec.Type, rec.InstanceID, rec.Sample = f.ID, f.Type, f.Resource.InstanceDetails.InstanceID, f.Service.AdditionalInfo.Sample
 	if rec.InstanceID != col.id {
@@ -847,5 +994,5 @@ func (col *collector) finding() (collected, error) {
 		cd.notes = append(cd.notes, "the finding is one of GuardDuty's sample findings")
 	}
 	cd.data = rec
-	return cd, nil
+	return cd, ""
 }

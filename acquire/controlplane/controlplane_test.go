@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"io"
 	"slices"
 	"strings"
@@ -66,7 +67,10 @@ func TestCollectEveryItem(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []string{ItemInstance, ItemVolumes, ItemNetworkInterfaces, ItemSecurityGroups, ItemIAM, ItemTags, ItemCloudTrail,
-		ItemConsoleOutput, ItemConsoleOutputRecord, ItemScreenshot, ItemFinding}
+		ItemConsoleOutput, ItemConsoleOutputRecord, ItemScreenshot, ItemFindingGiven, ItemFinding}
+	if !slices.Equal(Items(), want) {
+		t.Errorf("Items() = %q, want %q", Items(), want)
+	}
 	if len(res) != len(want) || len(recorded) != len(want) {
 		t.Fatalf("%d results, %d recorded; want %d", len(res), len(recorded), len(want))
 	}
@@ -80,7 +84,7 @@ func TestCollectEveryItem(t *testing.T) {
 
 	// Every JSON item is an envelope naming the instance, the account and the calls.
 	for _, it := range want {
-		if !strings.HasSuffix(it, ".json") {
+		if !strings.HasSuffix(it, ".json") || it == ItemFindingGiven {
 			continue
 		}
 		var env Envelope
@@ -90,6 +94,10 @@ func TestCollectEveryItem(t *testing.T) {
 		if env.Format != "impound-control-plane/1" || env.InstanceID != d.InstanceID || env.AccountID != d.Member.ID() || env.Item != it {
 			t.Errorf("%s: envelope %+v", it, env)
 		}
+	}
+	// The finding's bytes as given, unchanged.
+	if !bytes.Equal(items[ItemFindingGiven], d.Finding) {
+		t.Errorf("%s is not the finding's bytes as given", ItemFindingGiven)
 	}
 	mustContain := map[string][]string{
 		ItemInstance:          {d.InstanceID, `"InstanceType"`},
@@ -205,5 +213,131 @@ func TestCollectItemFailureDoesNotStopTheRest(t *testing.T) {
 	}
 	if stored != 9 {
 		t.Errorf("%d items stored, want the 9 others", stored)
+	}
+}
+
+// collectIn collects from an already seeded world into store.
+func collectIn(t *testing.T, env *simtest.Env, d *awssim.Demo, store vault.Store, prefix string, edit func(*Options)) ([]Result, error) {
+	t.Helper()
+	o := NewOptions()
+	o.AccountID, o.Region = d.Member.ID(), env.Sim.Region()
+	o.Key = func(item string) string { return "cases/T/evidence/control-plane/" + prefix + "/" + item }
+	o.Finding = d.Finding
+	if edit != nil {
+		edit(&o)
+	}
+	cfg := env.ClientConfig(d.Member.Credentials())
+	cfg.RetryMaxAttempts = 1
+	return Collect(context.Background(), NewClients(cfg), store, d.InstanceID, o)
+}
+
+func resultItems(res []Result) []string {
+	var out []string
+	for _, r := range res {
+		out = append(out, r.Item)
+	}
+	return out
+}
+
+func TestCollectOnlyTheItemsAsked(t *testing.T) {
+	env := simtest.Start(t, awssim.Options{})
+	d, err := awssim.SeedDemo(env.Sim, awssim.DemoOptions{RootGiB: 1, DataGiB: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := vault.NewMemory()
+	for _, tc := range []struct {
+		name    string
+		items   []string
+		finding bool
+		want    []string
+	}{
+		{"screenshot", []string{ItemScreenshot}, true, []string{ItemScreenshot}},
+		// console-output.json names the output it describes: both again.
+		{"console record", []string{ItemConsoleOutputRecord}, true, []string{ItemConsoleOutput, ItemConsoleOutputRecord}},
+		{"finding record", []string{ItemFinding}, true, []string{ItemFindingGiven, ItemFinding}},
+		{"finding bytes", []string{ItemFindingGiven, ItemTags}, true, []string{ItemTags, ItemFindingGiven, ItemFinding}},
+		{"finding not given", []string{ItemFinding, ItemVolumes}, false, []string{ItemVolumes}},
+		{"cloudtrail", []string{ItemCloudTrail}, true, []string{ItemCloudTrail}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var recorded []string
+			res, err := collectIn(t, env, d, store, tc.name, func(o *Options) {
+				o.Items = tc.items
+				if !tc.finding {
+					o.Finding = nil
+				}
+				o.Record = func(_ context.Context, r Result) error { recorded = append(recorded, r.Item); return nil }
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := resultItems(res); !slices.Equal(got, tc.want) || !slices.Equal(recorded, tc.want) {
+				t.Fatalf("results %q, recorded %q; want %q", got, recorded, tc.want)
+			}
+			for _, r := range res {
+				if r.Err != nil || r.Receipt == nil || !strings.HasSuffix(r.Key, "/"+tc.name+"/"+r.Item) {
+					t.Errorf("%s: %+v, want stored under its prefix", r.Item, r)
+				}
+				read(t, store, r)
+			}
+			if tc.name == "cloudtrail" {
+				// IAM was looked up (not stored) so the role's events are searched.
+				if !slices.Contains(res[0].Calls, "cloudtrail:LookupEvents ResourceName="+d.RoleName) {
+					t.Errorf("cloudtrail calls %q: want a look-up by the role %s", res[0].Calls, d.RoleName)
+				}
+			}
+		})
+	}
+	if _, err := collectIn(t, env, d, store, "bad", func(o *Options) { o.Items = []string{"nope.json"} }); !errors.Is(err, ErrUnknownItem) {
+		t.Errorf("unknown item: err %v, want ErrUnknownItem", err)
+	}
+	// The instance cannot be described: each item asked for fails with it,
+	// recorded (the instance item, not asked for, is not).
+	env.Sim.SetFault("ec2", "DescribeInstances", awssim.Fault{ServerErrorRate: 1})
+	var recorded []Result
+	res, err := collectIn(t, env, d, store, "down", func(o *Options) {
+		o.Items = []string{ItemScreenshot, ItemTags}
+		o.Record = func(_ context.Context, r Result) error { recorded = append(recorded, r); return nil }
+	})
+	want := []string{ItemTags, ItemScreenshot}
+	if err == nil || !slices.Equal(resultItems(res), want) || !slices.Equal(resultItems(recorded), want) {
+		t.Fatalf("instance not described: err %v, results %q, recorded %q; want %q failed", err, resultItems(res), resultItems(recorded), want)
+	}
+	for _, r := range res {
+		if r.Err == nil || r.Receipt != nil || !strings.Contains(r.Err.Error(), "describe instance") {
+			t.Errorf("%s: %+v, want failed with the DescribeInstances error", r.Item, r)
+		}
+	}
+}
+
+func TestCollectScreenshotUnavailable(t *testing.T) {
+	// Bare metal has no virtual console: UnsupportedOperation, for good.
+	w := newWorld(t, "c5.metal", 0)
+	var recorded []Result
+	_, res, err := w.collect(t, func(o *Options) {
+		o.Record = func(_ context.Context, r Result) error { recorded = append(recorded, r); return nil }
+	})
+	if err != nil {
+		t.Fatalf("err %v: an unavailable screenshot is not a failure", err)
+	}
+	r := res[ItemScreenshot]
+	if r.Err != nil || r.Receipt != nil || !strings.Contains(r.Unavailable, "UnsupportedOperation") ||
+		!strings.Contains(r.Unavailable, "does not support console screenshots") {
+		t.Fatalf("screenshot result %+v: want unavailable, saying why", r)
+	}
+	if i := slices.IndexFunc(recorded, func(r Result) bool { return r.Item == ItemScreenshot }); i < 0 || recorded[i].Unavailable != r.Unavailable {
+		t.Errorf("the unavailable screenshot was not recorded: %+v", recorded)
+	}
+
+	// A screenshot failing for a while is a failure, to try again.
+	w = newWorld(t, "t3.micro", 0)
+	w.env.Sim.SetFault("ec2", "GetConsoleScreenshot", awssim.Fault{ServerErrorRate: 1})
+	_, res, err = w.collect(t, func(o *Options) {
+		o.Items = []string{ItemScreenshot}
+		o.Record = nil
+	})
+	if r := res[ItemScreenshot]; err == nil || r.Err == nil || r.Unavailable != "" {
+		t.Errorf("server error: err %v, result %+v; want a failure", err, r)
 	}
 }

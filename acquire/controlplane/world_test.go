@@ -1,6 +1,7 @@
 package controlplane
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -370,10 +371,21 @@ func TestFindingAsEventOrDetail(t *testing.T) {
 	detail := w.demo.Finding // about the demo's instance
 	event := []byte(`{"version":"0","id":"7bf73129-1428-4cd3-a780-95db273d1602","detail-type":"GuardDuty Finding","source":"aws.guardduty",` +
 		`"account":"111111111111","time":"2026-11-21T02:50:00Z","region":"us-east-1","resources":[],"detail":` + string(detail) + "}\n")
+	// The same with & < > as such (Go's encoder would write \u0026), laid
+	// out unusually: CRLF, tabs, spaces around the values.
+	amp := bytes.Replace(event, []byte(`"resources":[]`), []byte(`"resources":["C&C <b>&amp; x"]`), 1)
+	var odd bytes.Buffer
+	if err := json.Indent(&odd, amp, "\r", "\t "); err != nil {
+		t.Fatal(err)
+	}
+	oddEvent := append(append([]byte(" \t\r\n"), odd.Bytes()...), "\r\n\n"...)
+	if !bytes.Contains(oddEvent, []byte("C&C <b>&amp;")) {
+		t.Fatal("no & in the odd event")
+	}
 	for _, tc := range []struct {
 		name, shape string
 		given       []byte
-	}{{"detail", FindingShapeDetail, detail}, {"event", FindingShapeEvent, event}} {
+	}{{"detail", FindingShapeDetail, detail}, {"event", FindingShapeEvent, event}, {"odd layout", FindingShapeEvent, oddEvent}} {
 		t.Run(tc.name, func(t *testing.T) {
 			var recorded []Result
 			w.instance = w.demo.InstanceID
@@ -388,6 +400,15 @@ func TestFindingAsEventOrDetail(t *testing.T) {
 			if r.Err != nil || r.Receipt == nil || recorded[len(recorded)-1].Item != ItemFinding || recorded[len(recorded)-1].Receipt != r.Receipt {
 				t.Fatalf("finding result %+v: want stored and recorded last", r)
 			}
+			// The bytes as given, stored unchanged: their receipt's SHA-256
+			// is the record's given_sha256.
+			g := res[ItemFindingGiven]
+			if g.Err != nil || g.Receipt == nil || recorded[len(recorded)-2].Item != ItemFindingGiven {
+				t.Fatalf("given finding result %+v: want stored and recorded before the record", g)
+			}
+			if gb := read(t, store, g); !bytes.Equal(gb, tc.given) {
+				t.Errorf("%s holds %q, want the bytes given %q", ItemFindingGiven, gb, tc.given)
+			}
 			b := read(t, store, r) // checks the receipt's hash and size
 			var env struct {
 				Notes []string
@@ -401,6 +422,9 @@ func TestFindingAsEventOrDetail(t *testing.T) {
 			if f.Shape != tc.shape || f.GivenSHA256 != hex.EncodeToString(sum[:]) || f.GivenSize != len(tc.given) ||
 				f.ID != "f2c7a3e4b5d6478e9a0b1c2d3e4f5a6b" || f.Type != "Backdoor:EC2/C&CActivity.B" || f.InstanceID != w.demo.InstanceID || len(env.Notes) != 0 {
 				t.Errorf("finding record %+v notes %q", f, env.Notes)
+			}
+			if f.GivenSHA256 != g.Receipt.SHA256 || int64(f.GivenSize) != g.Receipt.Size {
+				t.Errorf("record given_sha256 %s size %d; the stored bytes' receipt %s size %d", f.GivenSHA256, f.GivenSize, g.Receipt.SHA256, g.Receipt.Size)
 			}
 			// The values are those given, whatever the layout.
 			var given, stored any
@@ -434,9 +458,15 @@ func TestFindingAsEventOrDetail(t *testing.T) {
 			t.Errorf("notes %q (result %q), want one", env.Notes, res[ItemFinding].Notes)
 		}
 	}
-	_, res, err := w.collect(t, func(o *Options) { o.Finding = []byte(`{"id":`) })
-	if err == nil || res[ItemFinding].Err == nil || res[ItemFinding].Receipt != nil {
-		t.Errorf("a finding that is not JSON: err %v, result %+v; want a failed item", err, res[ItemFinding])
+	// A finding that is not JSON: its bytes are stored as given; there is
+	// no record of it, for good (not a failure to try again).
+	notJSON := []byte(`{"id":`)
+	store, res, err := w.collect(t, func(o *Options) { o.Finding = notJSON })
+	if r := res[ItemFinding]; err != nil || r.Err != nil || r.Receipt != nil || !strings.Contains(r.Unavailable, "not JSON") {
+		t.Errorf("a finding that is not JSON: err %v, result %+v; want the record unavailable", err, r)
+	}
+	if r := res[ItemFindingGiven]; r.Err != nil || r.Receipt == nil || !bytes.Equal(read(t, store, r), notJSON) {
+		t.Errorf("a finding that is not JSON: given item %+v, want its bytes stored", r)
 	}
 }
 
