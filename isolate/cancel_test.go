@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -176,5 +177,81 @@ func testCancelWhileUntracking(t *testing.T, reportCancelled bool, wait time.Dur
 	}
 	if g, l := cliASGLifecycle(t, ep, s.instance); g != s.asg || l != "InService" {
 		t.Errorf("auto scaling after release = %s %s", g, l)
+	}
+}
+
+// lostAllOpen applies the all-open group to one interface but reports the
+// call as failed, then fails the read-back of that interface once: the
+// interface's state is unknown to the run.
+type lostAllOpen struct {
+	EC2API
+	eni      string
+	allOpen  func() string
+	lost     bool
+	readFail bool
+}
+
+func (c *lostAllOpen) ModifyNetworkInterfaceAttribute(ctx context.Context, in *ec2.ModifyNetworkInterfaceAttributeInput, o ...func(*ec2.Options)) (*ec2.ModifyNetworkInterfaceAttributeOutput, error) {
+	out, err := c.EC2API.ModifyNetworkInterfaceAttribute(ctx, in, o...)
+	if err == nil && !c.lost && aws.ToString(in.NetworkInterfaceId) == c.eni && slices.Equal(in.Groups, []string{c.allOpen()}) {
+		c.lost, c.readFail = true, true
+		return nil, errors.New("read tcp: i/o timeout")
+	}
+	return out, err
+}
+
+func (c *lostAllOpen) DescribeNetworkInterfaces(ctx context.Context, in *ec2.DescribeNetworkInterfacesInput, o ...func(*ec2.Options)) (*ec2.DescribeNetworkInterfacesOutput, error) {
+	if c.readFail && slices.Contains(in.NetworkInterfaceIds, c.eni) {
+		c.readFail = false
+		return nil, errors.New("read tcp: connection reset by peer")
+	}
+	return c.EC2API.DescribeNetworkInterfaces(ctx, in, o...)
+}
+
+// TestAllOpenUnknownGetsIsolated: when the all-open call fails and the
+// interface cannot be read back, the interface may be open to all; it is
+// given the isolation group at once, and the step is recorded as failed
+// saying tracked flows may survive.
+func TestAllOpenUnknownGetsIsolated(t *testing.T) {
+	ctx := testContext(t)
+	s := buildSim(t, ctx, nil)
+	c := s.c
+	var allOpen string
+	var once sync.Once
+	faulty := c
+	faulty.EC2 = &lostAllOpen{EC2API: c.EC2, eni: s.eni0, allOpen: func() string {
+		once.Do(func() {
+			if g, err := findGroup(ctx, c, s.vpc, AllOpenGroupName); err == nil && g != nil {
+				allOpen = aws.ToString(g.GroupId)
+			}
+		})
+		return allOpen
+	}}
+	var failed []Step
+	opts := testOptions(nil)
+	opts.Record = func(_ context.Context, st Step) error {
+		if st.Status == StatusFailed {
+			failed = append(failed, st)
+		}
+		return nil
+	}
+	if _, err := Run(ctx, faulty, s.instance, nil, opts); err == nil {
+		t.Fatal("Run succeeded although the all-open call failed")
+	}
+	iso, err := findGroup(ctx, c, s.vpc, IsolationGroupName)
+	if err != nil || iso == nil {
+		t.Fatalf("isolation group: %v", err)
+	}
+	if gs := cliENIGroups(t, s.cli, s.eni0); !slices.Equal(gs, []string{aws.ToString(iso.GroupId)}) {
+		t.Errorf("groups of %s = %v, want only the isolation group %s (all-open is %s)", s.eni0, gs, aws.ToString(iso.GroupId), allOpen)
+	}
+	var found bool
+	for _, st := range failed {
+		if st.Name == StepNetworkPrefix+s.eni0 && st.Err != nil && strings.Contains(st.Err.Error(), "tracked flows may survive") {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("no failed network step for %s saying tracked flows may survive: %+v", s.eni0, failed)
 	}
 }

@@ -529,7 +529,20 @@ func (r *runner) stepNetwork(ni InterfaceState) stepDef {
 				sctx, cancel := settleContext(ctx)
 				defer cancel()
 				now, rerr := readIface(sctx, r.c, ni.ID)
-				if rerr != nil || !slices.Equal(now.Groups, []string{r.state.Resources.AllOpenGroup}) {
+				if rerr != nil {
+					// Unknown: the interface may be open to all. The
+					// isolation group is safe whatever it holds, so it is
+					// applied now; flows may stay tracked, and the step
+					// is recorded as failed saying so.
+					if _, ierr := r.c.EC2.ModifyNetworkInterfaceAttribute(sctx, &ec2.ModifyNetworkInterfaceAttributeInput{
+						NetworkInterfaceId: aws.String(ni.ID), Groups: w.Groups,
+					}); ierr != nil {
+						return "INTERFACE MAY BE OPEN TO ALL TRAFFIC", fmt.Errorf("interface %s: set all-open group %s: %w; reading it back failed (%v) and so did setting the isolation group (%v): check it at once and re-run", ni.ID, r.state.Resources.AllOpenGroup, classify(err), rerr, ierr)
+					}
+					return "all-open call failed and could not be read back: isolation group applied without untracking flows",
+						fmt.Errorf("interface %s: set all-open group %s: %w; it could not be read back (%v), so the isolation group was applied at once: tracked flows may survive", ni.ID, r.state.Resources.AllOpenGroup, classify(err), rerr)
+				}
+				if !slices.Equal(now.Groups, []string{r.state.Resources.AllOpenGroup}) {
 					return "", fmt.Errorf("interface %s: set all-open group %s: %w", ni.ID, r.state.Resources.AllOpenGroup, classify(err))
 				}
 				zerolog.Ctx(ctx).Warn().Str("network_interface_id", ni.ID).Err(err).Msg("all-open group applied although the call failed; isolating the interface")

@@ -75,7 +75,7 @@ func (b *builder) verificationCommands() Verification {
 				cmdline("impound", "ledger", "export", "--case", c, "--vault", v, "--key", k, "--out", b.opts.BundleFile)},
 			{"Verify the bundle offline (no AWS access)",
 				cmdline("impound", "ledger", "verify", "--bundle", b.opts.BundleFile, "--key", k, "--checkpoint", "checkpoint.txt")},
-			{"Regenerate this report from the bundle and compare",
+			{"Regenerate the report from the bundle and compare: identical for a bundle of the same entries; a bundle exported later also holds the entries recorded after this report (its storing, the case's closing), and its report shows them",
 				cmdline("impound", "report", "--case", c, "--bundle", b.opts.BundleFile, "--key", k, "--format", "json", "--out", "regenerated")},
 		},
 		ByHandCommands: b.byHandCommands(),

@@ -15,12 +15,12 @@ import (
 // Hostile values, as a compromised account could plant them in tags,
 // names and error text.
 const (
-	hostileName   = `<script>alert(1)</script>`
-	hostileTag    = `<img src=x onerror=alert(2)>`
-	hostileError  = "AccessDenied: <b>not authorized</b> | col `tick` *x*\nsecond line"
-	hostileNote   = "| col | <script>alert(3)</script> ``` `code` *bold* [link](javascript:alert(4)) <!-- c -->"
+	hostileName  = `<script>alert(1)</script>`
+	hostileTag   = `<img src=x onerror=alert(2)>`
+	hostileError = "AccessDenied: <b>not authorized</b> | col `tick` *x*\nsecond line"
+	hostileNote  = "| col | <script>alert(3)</script> ``` `code` *bold* [link](javascript:alert(4)) <!-- c -->"
 	// fixtureNote is a note on a control-plane item, hostile text included.
-	fixtureNote = "console output is not the latest: " + hostileName
+	fixtureNote   = "console output is not the latest: " + hostileName
 	fixtureCase   = "IR-2026-0042"
 	fixtureInst   = "i-0abc1234def567890"
 	fixtureAcct   = "111122223333"

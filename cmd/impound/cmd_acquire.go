@@ -22,6 +22,7 @@ import (
 
 	"github.com/impound-ir/impound/acquire"
 	"github.com/impound-ir/impound/custody"
+	"github.com/impound-ir/impound/internal/awsconf"
 	"github.com/impound-ir/impound/respond"
 	"github.com/impound-ir/impound/vault"
 )
@@ -152,10 +153,14 @@ func (o *acquireOptions) info(kind string) acquire.SourceInfo {
 
 type acquireSnapshotOptions struct {
 	acquireOptions
-	Rate        float64
-	AccountRate float64
-	Timeout     time.Duration
-	Attempts    int
+	// ForensicsRoleARN reads the snapshot, and reaches the vault, as the
+	// forensics account's role.
+	ForensicsRoleARN string
+	ExternalID       string
+	Rate             float64
+	AccountRate      float64
+	Timeout          time.Duration
+	Attempts         int
 }
 
 func newAcquireSnapshotCommand(g *globalOptions) *cobra.Command {
@@ -189,11 +194,24 @@ Several snapshots are acquired at once, sharing the account's request budget
 // AddFlags adds the EBS direct flags to the common ones.
 func (o *acquireSnapshotOptions) AddFlags(f *pflag.FlagSet) {
 	o.acquireOptions.AddFlags(f)
+	f.StringVar(&o.ForensicsRoleARN, "forensics-role-arn", "", "role to assume in the forensics account, which owns the snapshot and the vault (default: your own credentials)")
+	f.StringVar(&o.ExternalID, "external-id", "", "external ID the role requires, if any")
 	d := acquire.NewEBSOptions()
 	f.Float64Var(&o.Rate, "rate", acquire.DefaultSnapshotRate, "GetSnapshotBlock requests per second for this snapshot (ceiling)")
 	f.Float64Var(&o.AccountRate, "account-rate", acquire.DefaultAccountRate, "GetSnapshotBlock requests per second for the whole account")
 	f.DurationVar(&o.Timeout, "request-timeout", d.RequestTimeout, "timeout of one EBS request")
 	f.IntVar(&o.Attempts, "attempts", d.MaxAttempts, "attempts per EBS request before giving up")
+}
+
+// awsConfig is the configuration the snapshot is read with: the forensics
+// role's when given (then the vault is reached through it too).
+func (o *acquireSnapshotOptions) awsConfig(ctx context.Context, g *globalOptions) (aws.Config, error) {
+	cfg, err := g.AWSConfig(ctx)
+	if err != nil || o.ForensicsRoleARN == "" {
+		return cfg, err
+	}
+	o.vaultRole = awsconf.Role{ARN: o.ForensicsRoleARN, ExternalID: o.ExternalID, Operator: operatorName(o.Operator), CaseID: o.Case}
+	return awsconf.AssumeRole(cfg, o.vaultRole), nil
 }
 
 // ebsOptions maps the flags onto the EBS source options for one snapshot.
@@ -229,7 +247,7 @@ func runAcquireSnapshot(ctx context.Context, g *globalOptions, o *acquireSnapsho
 	if len(args) > 1 && o.Key != "" {
 		return usagef("--key names one image; leave it out to acquire several snapshots")
 	}
-	cfg, err := g.AWSConfig(ctx)
+	cfg, err := o.awsConfig(ctx, g)
 	if err != nil {
 		return err
 	}
@@ -296,16 +314,16 @@ func runAcquireIncremental(ctx context.Context, g *globalOptions, o *acquireIncr
 	if err := vault.CheckCaseID(o.Case); err != nil {
 		return usageError{err}
 	}
+	cfg, err := o.awsConfig(ctx, g)
+	if err != nil {
+		return err
+	}
 	// The base is what the case's signed ledger recorded of its acquisition.
 	env, err := openForWriting(ctx, g, &o.writeOptions)
 	if err != nil {
 		return err
 	}
 	base, err := recordedBase(ctx, env, o.Case, o.Base)
-	if err != nil {
-		return err
-	}
-	cfg, err := g.AWSConfig(ctx)
 	if err != nil {
 		return err
 	}

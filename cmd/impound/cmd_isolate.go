@@ -137,26 +137,37 @@ func openIsolation(ctx context.Context, g *globalOptions, o *isolateOptions) (*i
 		member = awsconf.AssumeRole(base, awsconf.Role{ARN: o.RoleARN, ExternalID: o.ExternalID, Operator: operatorName(o.Operator), CaseID: o.Case})
 	}
 	env := &isolationEnv{clients: isolate.NewClients(member)}
-	var memberARN string
-	if o.RoleARN != "" {
-		if memberARN, err = awsconf.CallerARN(ctx, member); err != nil {
-			return nil, fmt.Errorf("assume role %s: %w; check the role's trust policy names your identity (and --external-id)", o.RoleARN, err)
-		}
-	}
 	var (
 		store  vault.Store
 		ledger *custody.Ledger // nil on a dry run: nothing is recorded
 		actor  custody.Actor
+		w      *ledgerEnv
 	)
+	if !o.DryRun {
+		if w, err = openForWriting(ctx, g, &o.writeOptions); err != nil {
+			return nil, err
+		}
+	}
+	var memberARN string
+	if o.RoleARN != "" {
+		if memberARN, err = awsconf.CallerARN(ctx, member); err != nil {
+			ue := &respond.UnreachableError{Which: "member", RoleARN: o.RoleARN,
+				Err: fmt.Errorf("assume role %s: %w; check the role's trust policy names your identity (and --external-id)", o.RoleARN, err)}
+			if w == nil {
+				return nil, ue
+			}
+			// Recorded in the case, not only on this terminal.
+			ro := respond.NewOptions()
+			ro.CaseID, ro.InstanceID, ro.Operator, ro.Region, ro.Trigger = o.Case, o.Instance, operatorName(o.Operator), member.Region, "manual"
+			ro.Tool, _ = thisTool(ctx, "record")
+			return nil, respond.RecordUnreachable(ctx, w.store, w.signer, ro, respond.Accounts{}, ue)
+		}
+	}
 	if o.DryRun {
 		if store, _, err = openLedgerVault(ctx, g, o.Vault, false); err != nil {
 			return nil, err
 		}
 	} else {
-		w, err := openForWriting(ctx, g, &o.writeOptions)
-		if err != nil {
-			return nil, err
-		}
 		store, actor = w.store, w.actor
 		if memberARN != "" {
 			// The member-account calls are made as the assumed role.

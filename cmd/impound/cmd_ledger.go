@@ -21,6 +21,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/impound-ir/impound/custody"
+	"github.com/impound-ir/impound/internal/awsconf"
 	"github.com/impound-ir/impound/vault"
 )
 
@@ -63,6 +64,10 @@ type writeOptions struct {
 	caseOptions
 	SigningKey string
 	Operator   string
+	// vaultRole, when its ARN is set, is the role the vault and a KMS
+	// signing key are reached through: the forensics account's, where both
+	// live (set from --forensics-role-arn by the commands that take it).
+	vaultRole awsconf.Role
 }
 
 func (o *writeOptions) AddFlags(f *pflag.FlagSet) {
@@ -102,6 +107,23 @@ func openLedgerVault(ctx context.Context, g *globalOptions, uri string, needAWS 
 	return st, cfg, nil
 }
 
+// openVault opens o's vault, through o.vaultRole when it is set.
+func (o *writeOptions) openVault(ctx context.Context, g *globalOptions, needAWS bool) (vault.Store, *aws.Config, error) {
+	if o.vaultRole.ARN == "" {
+		return openLedgerVault(ctx, g, o.Vault, needAWS)
+	}
+	base, err := g.AWSConfig(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("load AWS configuration: %w", err)
+	}
+	cfg := awsconf.AssumeRole(base, o.vaultRole)
+	st, err := vault.Open(ctx, o.Vault, vault.Options{AWS: cfg, PathStyle: g.s3PathStyle()})
+	if err != nil {
+		return nil, nil, fmt.Errorf("open vault %s through %s: %w", o.Vault, o.vaultRole.ARN, err)
+	}
+	return st, &cfg, nil
+}
+
 // openForWriting opens the vault and the signing key and resolves the actor.
 func openForWriting(ctx context.Context, g *globalOptions, o *writeOptions) (*ledgerEnv, error) {
 	ref := o.SigningKey
@@ -112,7 +134,7 @@ func openForWriting(ctx context.Context, g *globalOptions, o *writeOptions) (*le
 		return nil, usagef("no signing key: pass --signing-key file:PATH or awskms:///KEY-ARN, or set %s (create a key with `impound ledger keygen --out PATH`)", signingKeyEnv)
 	}
 	isKMS := strings.HasPrefix(ref, custody.KMSKeyPrefix)
-	st, cfg, err := openLedgerVault(ctx, g, o.Vault, isKMS)
+	st, cfg, err := o.openVault(ctx, g, isKMS)
 	if err != nil {
 		return nil, err
 	}

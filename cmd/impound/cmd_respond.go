@@ -18,6 +18,7 @@ import (
 	"github.com/impound-ir/impound/acquire"
 	"github.com/impound-ir/impound/acquire/controlplane"
 	"github.com/impound-ir/impound/custody"
+	"github.com/impound-ir/impound/internal/awsconf"
 	"github.com/impound-ir/impound/respond"
 	"github.com/impound-ir/impound/vault"
 )
@@ -167,6 +168,8 @@ func (o *caseRunOptions) open(ctx context.Context, g *globalOptions, newCase boo
 	if err != nil {
 		return nil, err
 	}
+	// The vault and a KMS signing key live in the forensics account.
+	o.vaultRole = awsconf.Role{ARN: o.ForensicsRoleARN, ExternalID: o.ExternalID, Operator: ro.Operator, CaseID: o.Case}
 	env, err := openForWriting(ctx, g, &o.writeOptions)
 	if err != nil {
 		return nil, err
@@ -296,6 +299,8 @@ func printSummary(w io.Writer, s *respond.Summary) error {
 		switch {
 		case st.Skipped:
 			status = "skipped"
+		case !st.OK && strings.HasPrefix(st.Error, "not run"):
+			status = "not run"
 		case !st.OK:
 			status = "FAILED"
 		}
@@ -370,7 +375,7 @@ Running it again for the same case finds the snapshots it made.`,
 	}
 	o.AddFlags(cmd.Flags())
 	hideFlags(cmd, "hash", "compress", "mode", "retention-days", "legal-hold", "kms-key", "state-dir", "finding",
-		"no-isolate", "allow-ssm", "nacl", "asg-detach", "allow-default-vpc")
+		"cloudtrail-lookback", "cloudtrail-max-events", "no-isolate", "allow-ssm", "nacl", "asg-detach", "allow-default-vpc")
 	return cmd
 }
 
