@@ -212,18 +212,7 @@ func TestCollectStoresTheFindingAsGiven(t *testing.T) {
 	if stored[controlplane.ItemFindingGiven] != 1 || stored[controlplane.ItemFinding] != 1 {
 		t.Fatalf("stored %v: want the finding as given and its record", stored)
 	}
-	read := func(r vault.Receipt) []byte {
-		rc, err := d.store.Get(ctx, r.Key, r.VersionID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer rc.Close()
-		b, err := io.ReadAll(rc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b
-	}
+	read := func(r vault.Receipt) []byte { return readAll(t, d.store, r.Key, r.VersionID) }
 	g := receipts[controlplane.ItemFindingGiven][0]
 	if b := read(g); string(b) != string(given) {
 		t.Errorf("stored %q, given %q", b, given)
