@@ -864,7 +864,7 @@ func (r *runner) stepRevokeSessions() stepDef {
 			}
 		}
 		r.state.Resources.DenyPolicyName = name
-		note := fmt.Sprintf("sessions issued before %s denied; other instances sharing the role pick up fresh credentials from their metadata service", cutoff.Format(time.RFC3339))
+		note := fmt.Sprintf("sessions issued before %s denied (this machine's clock); other instances sharing the role are denied too until their metadata service hands them credentials issued after it, usually within minutes", cutoff.Format(time.RFC3339))
 		if replaced.IsZero() {
 			note += "; WARNING: the instance profile is not replaced yet, so the instance can still obtain new credentials for the role: a re-run that replaces it moves this cut-off forward"
 		}

@@ -2,7 +2,6 @@ package awssim
 
 import (
 	"net/url"
-	"path"
 	"sort"
 	"strconv"
 	"strings"
@@ -90,7 +89,7 @@ func matchFilters(filters []filter, get func(name string) []string) bool {
 		ok := false
 		for _, want := range f.values {
 			for _, h := range have {
-				if m, _ := path.Match(want, h); m || want == h {
+				if wildcardMatch(want, h) {
 					ok = true
 				}
 			}
@@ -166,4 +165,36 @@ func xmlTags(tags map[string]string) []xmlTag {
 		out = append(out, xmlTag{k, tags[k]})
 	}
 	return out
+}
+
+// wildcardMatch reports whether s matches an EC2 filter value: * matches
+// any run of characters ("/" included, unlike path.Match), ? any one, and a
+// backslash makes the next character literal (a trailing one is itself).
+func wildcardMatch(pattern, s string) bool {
+	p, t := []rune(pattern), []rune(s)
+	// star is the pattern position after the last *, and mark the text
+	// position it matched up to: on a mismatch, the * takes one more rune.
+	star, mark := -1, 0
+	i, j := 0, 0
+	for j < len(t) {
+		switch {
+		case i < len(p) && p[i] == '*':
+			star, mark = i+1, j
+			i++
+		case i+1 < len(p) && p[i] == '\\' && p[i+1] == t[j]:
+			i, j = i+2, j+1
+		case i < len(p) && !(i+1 < len(p) && p[i] == '\\') && (p[i] == '?' || p[i] == t[j]):
+			// (a trailing backslash is a literal one)
+			i, j = i+1, j+1
+		case star >= 0:
+			mark++
+			i, j = star, mark
+		default:
+			return false
+		}
+	}
+	for i < len(p) && p[i] == '*' {
+		i++
+	}
+	return i == len(p)
 }
