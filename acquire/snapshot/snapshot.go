@@ -906,10 +906,17 @@ func (m *Mover) retireLeftoverGrants(ctx context.Context, res *Result) error {
 		}
 		arn := aws.ToString(key.KeyMetadata.Arn)
 		if key.KeyMetadata.KeyManager == kmstypes.KeyManagerTypeAws {
-			// Grants go on the re-encryption key, never on aws/ebs.
-			if arn = m.o.MemberKMSKey; arn == "" {
+			// Grants go on the re-encryption key, never on aws/ebs. KMS
+			// lists grants by key ID or ARN only, not by alias.
+			if m.o.MemberKMSKey == "" {
 				continue
 			}
+			mk, err := m.member.KMS.DescribeKey(ctx, &kms.DescribeKeyInput{KeyId: aws.String(m.o.MemberKMSKey)})
+			if err != nil {
+				errs = append(errs, fmt.Errorf("member KMS key %s: describe it to look for grants left by an earlier run: %w", m.o.MemberKMSKey, err))
+				continue
+			}
+			arn = aws.ToString(mk.KeyMetadata.Arn)
 		}
 		keys[arn] = true
 	}

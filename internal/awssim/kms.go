@@ -185,6 +185,15 @@ func principalAccount(p string) string {
 	return ""
 }
 
+// keyOnly refuses an alias where AWS takes only a key ID or key ARN (the
+// grant operations: CreateGrant, ListGrants, RetireGrant, RevokeGrant).
+func keyOnly(ref string) error {
+	if strings.HasPrefix(ref, "alias/") || strings.Contains(ref, ":alias/") {
+		return errf(http.StatusBadRequest, "NotFoundException", "Invalid keyId %s: specify the key ID or key ARN, not an alias", ref)
+	}
+	return nil
+}
+
 // useKey resolves ref and checks that the caller may use it.
 func (c *call) useKeyLocked(ref string) (*kmsKey, error) {
 	if ref == "" {
@@ -500,6 +509,9 @@ func kmsCreateGrant(c *call) (any, error) {
 			return nil, errf(http.StatusBadRequest, "ValidationException", "Value '%s' at 'operations' failed to satisfy constraint", op)
 		}
 	}
+	if err := keyOnly(in.KeyID); err != nil {
+		return nil, err
+	}
 	s := c.sim
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -551,6 +563,9 @@ func kmsRetireGrant(c *call) (any, error) {
 			return nil, errf(http.StatusBadRequest, "InvalidGrantTokenException", "Grant token is not valid")
 		}
 	case in.KeyID != "" && in.GrantID != "":
+		if err := keyOnly(in.KeyID); err != nil {
+			return nil, err
+		}
 		k, err := s.resolveKeyLocked(c.who.account, in.KeyID)
 		if err != nil {
 			return nil, err
@@ -587,6 +602,9 @@ func kmsRevokeGrant(c *call) (any, error) {
 	if err := c.decodeJSON(&in); err != nil {
 		return nil, err
 	}
+	if err := keyOnly(in.KeyID); err != nil {
+		return nil, err
+	}
 	s := c.sim
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -610,6 +628,9 @@ func kmsListGrants(c *call) (any, error) {
 		GranteePrincipal string
 	}
 	if err := c.decodeJSON(&in); err != nil {
+		return nil, err
+	}
+	if err := keyOnly(in.KeyID); err != nil {
 		return nil, err
 	}
 	s := c.sim

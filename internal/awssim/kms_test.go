@@ -193,6 +193,12 @@ func TestKMSCrossAccountAndGrants(t *testing.T) {
 	if err != nil || len(lg.Grants) != 1 || *lg.Grants[0].GrantId != *g.GrantId {
 		t.Fatalf("ListGrants = %+v, %v", lg, err)
 	}
+	// The grant operations take a key ID or key ARN, never an alias.
+	_, err = mk.ListGrants(ctx, &kms.ListGrantsInput{KeyId: aws.String("alias/impound-transfer")})
+	wantCode(t, err, "NotFoundException")
+	_, err = mk.CreateGrant(ctx, &kms.CreateGrantInput{KeyId: aws.String("arn:aws:kms:" + e.Sim.Region() + ":" + memberID + ":alias/impound-transfer"),
+		GranteePrincipal: aws.String(forensicsID), Operations: []kmstypes.GrantOperation{kmstypes.GrantOperationDecrypt}})
+	wantCode(t, err, "NotFoundException")
 	sum, _, err := readImage(ctx, fe, *snap.SnapshotId)
 	if err != nil {
 		t.Fatalf("after grant: %v", err)
