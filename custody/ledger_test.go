@@ -608,3 +608,48 @@ func TestAppendFaults(t *testing.T) {
 		t.Fatal("a failed append left an entry")
 	}
 }
+
+// TestEvidenceCheckCoversBlockMapsAndReports: verification with evidence
+// re-reads an image's block map and every stored report too, not only the
+// evidence object an entry names first.
+func TestEvidenceCheckCoversBlockMapsAndReports(t *testing.T) {
+	ctx := context.Background()
+	signer := newTestSigner(t, "k")
+	vs := vault.NewMemory()
+	put := func(key, content string) *vault.Receipt {
+		r, err := vault.Put(ctx, vs, key, strings.NewReader(content), vault.PutOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	img, bm, rep := put("cases/C/evidence/snap.img", "image"), put("cases/C/evidence/snap.img.blockmap", "map"), put("cases/C/reports/report-3.html", "<html>")
+	l := openCase(t, vs, "C", signer, Options{})
+	for _, d := range []Details{
+		EvidenceStored{Receipt: *img, Source: "ebs-snapshot:snap", Evidence: EvidenceDiskImage, Acquisition: &Acquisition{SnapshotID: "snap", BlockMap: bm}},
+		ReportGenerated{Receipt: *rep, Format: "html"},
+	} {
+		if _, err := l.Append(ctx, Entry{Actor: Actor{Operator: "a"}, Details: d}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check := func(ctx context.Context, r *vault.Receipt) error { return vault.Verify(ctx, vs, r) }
+	v, err := Verify(ctx, vs, "C", VerifyOptions{CheckEvidence: check})
+	if err != nil || v.EvidenceChecked != 3 {
+		t.Fatalf("evidence check: %v, %d objects re-read (want image, block map, report)", err, v.EvidenceChecked)
+	}
+	// A block map or a report that no longer matches its receipt fails it.
+	for _, r := range []*vault.Receipt{bm, rep} {
+		forged := func(ctx context.Context, got *vault.Receipt) error {
+			if got.Key == r.Key {
+				return fmt.Errorf("%s: %w", got.Key, vault.ErrMismatch)
+			}
+			return check(ctx, got)
+		}
+		_, err := Verify(ctx, vs, "C", VerifyOptions{CheckEvidence: forged})
+		var ev *EvidenceError
+		if !errors.As(err, &ev) || ev.URI != r.URI {
+			t.Errorf("%s changed: %v", r.Key, err)
+		}
+	}
+}

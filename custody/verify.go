@@ -152,9 +152,11 @@ type Verified struct {
 	Key           string
 	KeyFromLedger bool
 	// Checkpoint is the latest signed checkpoint, covering Signed entries.
-	Checkpoint      []byte
-	Signed          int64
-	Checkpoints     int // checkpoints checked
+	Checkpoint  []byte
+	Signed      int64
+	Checkpoints int // checkpoints checked
+	// EvidenceChecked counts the objects re-read: evidence, block maps,
+	// stored reports.
 	EvidenceChecked int
 
 	raw         [][]byte
@@ -382,26 +384,41 @@ func (v *Verified) checkEvidence(ctx context.Context, entries func(int64) (*Entr
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(min(conc, 4))
 	var checked []int64
+	objects := 0
 	for i := range v.Size {
 		f, _ := parseEntryFields(v.raw[i])
-		if f.kind != KindEvidenceStored || f.outcome != Succeeded {
+		if (f.kind != KindEvidenceStored && f.kind != KindReportGenerated) || f.outcome != Succeeded {
 			continue
 		}
 		e, err := entries(i)
 		if err != nil {
 			return &EntryError{Index: i, Err: err}
 		}
-		d, ok := e.Details.(EvidenceStored)
-		if !ok {
-			return &EntryError{Index: i, Err: fmt.Errorf("%w: evidence-stored details not recognised", ErrMalformed)}
+		// Every object the entry records: the evidence, an image's block
+		// map beside it, a stored report.
+		var receipts []*vault.Receipt
+		switch d := e.Details.(type) {
+		case EvidenceStored:
+			receipts = append(receipts, &d.Receipt)
+			if d.Acquisition != nil && d.Acquisition.BlockMap != nil {
+				receipts = append(receipts, d.Acquisition.BlockMap)
+			}
+		case ReportGenerated:
+			receipts = append(receipts, &d.Receipt)
+		default:
+			return &EntryError{Index: i, Err: fmt.Errorf("%w: %s details not recognised", ErrMalformed, f.kind)}
 		}
 		checked = append(checked, i)
+		objects += len(receipts)
 		g.Go(func() error {
-			if err := check(gctx, &d.Receipt); err != nil {
-				if ctxErr := gctx.Err(); ctxErr != nil {
-					return ctxErr
+			for _, r := range receipts {
+				if err := check(gctx, r); err != nil {
+					if ctxErr := gctx.Err(); ctxErr != nil {
+						return ctxErr
+					}
+					errs[i] = &EvidenceError{Index: i, URI: r.URI, Err: err}
+					return nil
 				}
-				errs[i] = &EvidenceError{Index: i, URI: d.Receipt.URI, Err: err}
 			}
 			return nil
 		})
@@ -414,7 +431,7 @@ func (v *Verified) checkEvidence(ctx context.Context, entries func(int64) (*Entr
 			return errs[i]
 		}
 	}
-	v.EvidenceChecked = len(checked)
+	v.EvidenceChecked = objects
 	return nil
 }
 

@@ -256,3 +256,22 @@ func TestBlockMapLegalHold(t *testing.T) {
 		t.Errorf("block map hold %v, image hold %v", r.Evidence[0].BlockMap.LegalHold, r.Evidence[0].LegalHold)
 	}
 }
+
+// TestUnavailableItemIsSkipped: control-plane evidence AWS could not give
+// (recorded as a succeeded collect.<item> with an unavailable detail) is
+// listed prominently as skipped, with AWS's answer.
+func TestUnavailableItemIsSkipped(t *testing.T) {
+	c := newImageCase(t)
+	c.verify(t, c.image)
+	c.verify(t, c.bmap)
+	seq := c.add(t, custody.Entry{Details: custody.AWSAction{Action: "collect.console-screenshot.jpg", Account: fixtureAcct,
+		Details: map[string]string{"unavailable": "UnsupportedOperation: screenshots are not supported on m5.metal"}}})
+	r := c.build(t, c.store, Options{})
+	if len(r.Problems) != 1 {
+		t.Fatalf("problems %+v, want the skipped screenshot", r.Problems)
+	}
+	p := r.Problems[0]
+	if p.Severity != SeveritySkipped || p.Seq == nil || *p.Seq != seq || !strings.Contains(p.Summary, "console-screenshot.jpg") || !strings.Contains(p.Error, "m5.metal") {
+		t.Errorf("problem %+v", p)
+	}
+}

@@ -107,6 +107,12 @@ func (b *builder) entry(e *custody.Entry, leaf tlog.Hash, details json.RawMessag
 	case custody.AWSAction:
 		b.r.Snapshots = append(b.r.Snapshots, Snapshot{Seq: e.Seq, Time: t, Action: d.Action, Account: d.Account,
 			Region: d.Region, Detail: kv(d.Details), SnapshotID: d.Details["snapshot_id"], Outcome: outcome, Error: e.Error})
+		// Evidence AWS could not give (a screenshot of a bare-metal or a
+		// stopped instance) is missing from the case: say so prominently.
+		if why := d.Details["unavailable"]; why != "" && e.Outcome != custody.Failed && strings.HasPrefix(d.Action, "collect.") {
+			b.r.Problems = append(b.r.Problems, Problem{Severity: SeveritySkipped, Seq: int64p(e.Seq), Time: t,
+				Kind: te.Kind, Summary: strings.TrimPrefix(d.Action, "collect.") + " was not collected: AWS cannot give it", Error: why})
+		}
 	case custody.EvidenceStored:
 		b.evidence(e, t, outcome, d)
 	case custody.EvidenceVerified:

@@ -52,7 +52,7 @@ func runChromium(t *testing.T, bin, dir string, args ...string) (stdout, stderr 
 	return out.String(), errb.String()
 }
 
-var consoleRe = regexp.MustCompile(`(?i)(CONSOLE\(|Uncaught|Refused to|net::ERR_|Failed to load resource)`)
+var consoleRe = regexp.MustCompile(`(?i)(CONSOLE[:(]|Uncaught|Refused to|net::ERR_|Failed to load resource)`)
 
 // TestHTMLInChromium opens the HTML report in headless Chromium: no console
 // errors, no network request, a screenshot, a PDF; hostile values are text,
@@ -178,5 +178,21 @@ func TestNetLogDetectsPageRequests(t *testing.T) {
 	got := pageRequests(t, netlog)
 	if len(got) != 1 || !strings.Contains(got[0], "127.0.0.1:9/pixel.png") {
 		t.Fatalf("the net log check missed the page's request: %v", got)
+	}
+}
+
+// TestConsoleCheckDetectsPageErrors is the control for consoleRe: a page
+// that logs to the console is caught, so its silence on the report means
+// something.
+func TestConsoleCheckDetectsPageErrors(t *testing.T) {
+	bin := findChromium(t)
+	dir := t.TempDir()
+	page := filepath.Join(dir, "noisy.html")
+	if err := os.WriteFile(page, []byte(`<!DOCTYPE html><title>x</title><script>console.error("boom")</script>`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, stderr := runChromium(t, bin, dir, "--screenshot="+filepath.Join(dir, "s.png"), "file://"+page)
+	if m := consoleRe.FindString(stderr); m == "" {
+		t.Fatalf("the console check missed the page's console.error:\n%s", stderr)
 	}
 }

@@ -26,9 +26,12 @@ package respond
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"sort"
 	"strconv"
@@ -53,6 +56,10 @@ import (
 // ErrEvidenceMissing is Close's refusal while a control-plane item the
 // case should hold was not collected.
 var ErrEvidenceMissing = errors.New("respond: evidence missing")
+
+// ErrNotVerified is Close's refusal while a stored object was not read back
+// and matched, or no report is stored.
+var ErrNotVerified = errors.New("respond: evidence not verified or not reported")
 
 // ErrIncomplete wraps the errors of a run in which some stages failed.
 var ErrIncomplete = errors.New("respond: the case is incomplete")
@@ -355,6 +362,8 @@ type itemState struct {
 	unavailable string
 	// failed is the error of its latest failed collect.<item> entry.
 	failed string
+	// receipt is the stored object's, when stored.
+	receipt *vault.Receipt
 }
 
 // done: nothing more is to be collected for the item.
@@ -438,7 +447,7 @@ func (c *Case) state(ctx context.Context) (*state, error) {
 			st.stored = append(st.stored, &d)
 			if d.Evidence == custody.EvidenceControlPlane {
 				it := st.item(d.Receipt.Key[strings.LastIndexByte(d.Receipt.Key, '/')+1:])
-				it.stored, it.failed = true, ""
+				it.stored, it.failed, it.receipt = true, "", &d.Receipt
 				if strings.HasSuffix(d.Receipt.Key, "/"+controlplane.ItemInstance) {
 					st.collected = true
 				}
@@ -634,7 +643,11 @@ func (c *Case) Collect(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	missing := st.missingItems(len(c.o.Finding) > 0)
+	finding, err := c.caseFinding(ctx, st)
+	if err != nil {
+		return err
+	}
+	missing := st.missingItems(len(finding) > 0)
 	if len(missing) == 0 {
 		zerolog.Ctx(ctx).Info().Msg("control-plane evidence already collected")
 		return nil
@@ -649,7 +662,7 @@ func (c *Case) Collect(ctx context.Context) error {
 	// simply never referenced.
 	stamp := c.o.Now().UTC().Format("20060102T150405.000000000Z")
 	o := controlplane.NewOptions()
-	o.AccountID, o.Region, o.Now, o.Finding, o.Put = c.acc.MemberID, c.o.Region, c.o.Now, c.o.Finding, c.o.Put
+	o.AccountID, o.Region, o.Now, o.Finding, o.Put = c.acc.MemberID, c.o.Region, c.o.Now, finding, c.o.Put
 	o.Items = missing
 	if c.o.CloudTrailLookBack > 0 {
 		o.LookBack = c.o.CloudTrailLookBack
@@ -690,6 +703,40 @@ func (c *Case) Collect(ctx context.Context) error {
 	}
 	_, err = controlplane.Collect(ctx, controlplane.NewClients(c.acc.Member), c.store, c.o.InstanceID, o)
 	return errors.Join(err, keyErr)
+}
+
+// caseFinding is the finding the collect stage stores: this run's, or,
+// when the case already has one whose record failed, its bytes as stored
+// (guardduty-finding.given.json), read back. A case whose finding was
+// never stored must be given it again.
+func (c *Case) caseFinding(ctx context.Context, st *state) ([]byte, error) {
+	if len(c.o.Finding) > 0 {
+		return c.o.Finding, nil
+	}
+	rec, given := st.items[controlplane.ItemFinding], st.items[controlplane.ItemFindingGiven]
+	if rec == nil && given == nil || rec.done() {
+		return nil, nil
+	}
+	if given == nil || given.receipt == nil {
+		why := "its bytes as given are not in the vault"
+		if given != nil && given.failed != "" {
+			why = given.failed
+		}
+		return nil, fmt.Errorf("the GuardDuty finding of case %s was not stored (%s): run again with --finding FILE (the EventBridge event or its detail)", c.o.CaseID, why)
+	}
+	rc, err := c.store.Get(ctx, given.receipt.Key, given.receipt.VersionID)
+	if err != nil {
+		return nil, fmt.Errorf("read back the case's GuardDuty finding %s: %w", given.receipt.Key, err)
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(io.LimitReader(rc, given.receipt.Size+1))
+	if err != nil {
+		return nil, fmt.Errorf("read back the case's GuardDuty finding %s: %w", given.receipt.Key, err)
+	}
+	if sum := sha256.Sum256(b); hex.EncodeToString(sum[:]) != given.receipt.SHA256 {
+		return nil, fmt.Errorf("the case's GuardDuty finding %s does not match its receipt: run `impound vault verify`, then run again with --finding FILE", given.receipt.Key)
+	}
+	return b, nil
 }
 
 // Snapshot freezes the instance's volumes and moves the snapshots into the
@@ -977,10 +1024,30 @@ func (c *Case) Close(ctx context.Context) error {
 		return fmt.Errorf("%w: volumes %s of instance %s have no acquired image; the case stays open: re-run it to snapshot and acquire them",
 			ErrVolumesMissing, strings.Join(missing, ", "), c.o.InstanceID)
 	}
-	finding := len(c.o.Finding) > 0 || st.items[controlplane.ItemFinding] != nil
+	finding := len(c.o.Finding) > 0 || st.items[controlplane.ItemFinding] != nil || st.items[controlplane.ItemFindingGiven] != nil
 	if missing := st.missingItems(finding); len(missing) > 0 {
 		return fmt.Errorf("%w: control-plane items %s were not collected; the case stays open: re-run it to collect them",
 			ErrEvidenceMissing, strings.Join(missing, ", "))
+	}
+	var unverified []string
+	for _, e := range st.stored {
+		rs := []*vault.Receipt{&e.Receipt}
+		if a := e.Acquisition; a != nil && a.BlockMap != nil {
+			rs = append(rs, a.BlockMap)
+		}
+		for _, r := range rs {
+			if !st.verified[r.Key+"@"+r.VersionID] {
+				unverified = append(unverified, r.Key)
+			}
+		}
+	}
+	if len(unverified) > 0 {
+		return fmt.Errorf("%w: %d stored objects were not read back and matched (%s); the case stays open: run its verify stage (impound respond --case %s --stages verify,report,close)",
+			ErrNotVerified, len(unverified), strings.Join(unverified[:min(3, len(unverified))], ", "), c.o.CaseID)
+	}
+	if len(st.reports) == 0 {
+		return fmt.Errorf("%w: no report of case %s is stored; the case stays open: run its report stage (impound respond --case %s --stages report,close)",
+			ErrNotVerified, c.o.CaseID, c.o.CaseID)
 	}
 	_, err = c.append(ctx, c.acc.ForensicsCaller, nil, &custody.CaseClosed{Reason: "response complete"}, nil)
 	return err

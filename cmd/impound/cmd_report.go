@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/impound-ir/impound/custody"
+	"github.com/impound-ir/impound/internal/awsconf"
 	"github.com/impound-ir/impound/report"
 )
 
@@ -24,6 +25,10 @@ type reportOptions struct {
 	Formats  []string
 	Out      string
 	NoVerify bool
+	// ForensicsRoleARN reaches the vault and a KMS signing key, which live
+	// in the forensics account.
+	ForensicsRoleARN string
+	ExternalID       string
 }
 
 func (o *reportOptions) AddFlags(f *pflag.FlagSet) {
@@ -33,6 +38,8 @@ func (o *reportOptions) AddFlags(f *pflag.FlagSet) {
 	f.StringSliceVar(&o.Formats, "format", []string{report.FormatHTML, report.FormatMarkdown, report.FormatJSON}, "formats to render: html, md, json (comma-separated)")
 	f.StringVar(&o.Out, "out", ".", "directory to write the reports to (files are never overwritten)")
 	f.BoolVar(&o.NoVerify, "no-verify-evidence", false, "do not re-read every evidence object from the vault while rendering")
+	f.StringVar(&o.ForensicsRoleARN, "forensics-role-arn", "", "role to assume in the forensics account, where the vault and a KMS signing key live (default: your own credentials)")
+	f.StringVar(&o.ExternalID, "external-id", "", "external ID the role requires, if any")
 }
 
 func newReportCommand(g *globalOptions) *cobra.Command {
@@ -89,6 +96,7 @@ type publishedReport struct {
 }
 
 func runReport(ctx context.Context, g *globalOptions, o *reportOptions) error {
+	o.vaultRole = awsconf.Role{ARN: o.ForensicsRoleARN, ExternalID: o.ExternalID, Operator: operatorName(o.Operator), CaseID: o.Case}
 	key, err := loadVerifierKey(ctx, g, o.Key)
 	if err != nil {
 		return err
@@ -109,12 +117,12 @@ func runReport(ctx context.Context, g *globalOptions, o *reportOptions) error {
 		if o.Vault != "" && !o.NoVerify {
 			// The vault re-reads the evidence: the report is then the same
 			// as one rendered from the vault.
-			if src.Vault, _, err = openLedgerVault(ctx, g, o.Vault, false); err != nil {
+			if src.Vault, _, err = o.openVault(ctx, g, false); err != nil {
 				return err
 			}
 		}
 	} else {
-		st, _, err := openLedgerVault(ctx, g, o.Vault, false)
+		st, _, err := o.openVault(ctx, g, false)
 		if err != nil {
 			return err
 		}
