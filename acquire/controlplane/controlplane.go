@@ -769,9 +769,15 @@ func (col *collector) cloudTrail(ctx context.Context, inst *ec2types.Instance) (
 				return collected{calls: []string{"cloudtrail:LookupEvents"}},
 					fmt.Errorf("cloudtrail lookup-events %s=%s in %s: %w", q.key, q.val, tr.region, err)
 			}
+			if err != nil && !deniedForGood(err) {
+				// A throttled or failed look-up there is worth a retry: the
+				// item fails, and the case's next run collects it again.
+				return collected{calls: []string{"cloudtrail:LookupEvents"}},
+					fmt.Errorf("cloudtrail lookup-events %s=%s in %s, where IAM's events are: %w", q.key, q.val, tr.region, err)
+			}
 			if err != nil {
-				// The instance's Region was searched: keep what it gave, and
-				// say what is missing.
+				// Denied there (a policy, a Region turned off): keep what the
+				// instance's Region gave, and say what is missing.
 				lk.Error = err.Error()
 				rec.Lookups = append(rec.Lookups, lk)
 				notes = append(notes, fmt.Sprintf("the look-ups in %s, where IAM and other global services' events are, failed (%s=%s: %v); "+
@@ -995,4 +1001,20 @@ func (col *collector) finding() (collected, string) {
 	}
 	cd.data = rec
 	return cd, ""
+}
+
+// deniedForGood reports whether a CloudTrail look-up failed in a way no
+// retry changes: access denied by a policy, a Region not enabled for the
+// account, credentials not valid there.
+func deniedForGood(err error) bool {
+	var ae smithy.APIError
+	if !errors.As(err, &ae) {
+		return false
+	}
+	switch code := ae.ErrorCode(); {
+	case strings.Contains(code, "AccessDenied"), code == "UnauthorizedOperation", code == "OptInRequired",
+		code == "UnrecognizedClientException", code == "InvalidClientTokenId":
+		return true
+	}
+	return false
 }

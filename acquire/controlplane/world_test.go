@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -18,6 +17,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/service/cloudtrail"
 	cttypes "github.com/aws/aws-sdk-go-v2/service/cloudtrail/types"
+	"github.com/aws/smithy-go"
 
 	"github.com/impound-ir/impound/internal/awssim"
 	"github.com/impound-ir/impound/internal/awssim/simtest"
@@ -582,7 +582,7 @@ func TestCloudTrailGlobalRegion(t *testing.T) {
 
 	// When the global Region cannot be searched (a regional VPC endpoint,
 	// a policy), the regional events are kept and the item says what is missing.
-	c.GlobalCloudTrail = &memTrail{err: errors.New("AccessDeniedException: not in us-east-1")}
+	c.GlobalCloudTrail = &memTrail{err: &smithy.GenericAPIError{Code: "AccessDeniedException", Message: "not in us-east-1"}}
 	store = vault.NewMemory()
 	res, err = Collect(context.Background(), c, store, w.instance, o)
 	if err != nil {
@@ -595,6 +595,16 @@ func TestCloudTrailGlobalRegion(t *testing.T) {
 		ti.Data.EventCount != len(w.want) || len(ti.Notes) != 1 || !strings.Contains(ti.Notes[0], "us-east-1") || !slices.Equal(r.Notes, ti.Notes) {
 		t.Errorf("look-ups %+v, %d events, notes %q: want the 5 regional ones, one failed global one, %d events and a note",
 			ti.Data.Lookups, ti.Data.EventCount, ti.Notes, len(w.want))
+	}
+
+	// A failure a retry may cure (a 5xx, throttling) fails the item, so the
+	// case's next run collects it again rather than keep it incomplete.
+	c.GlobalCloudTrail = &memTrail{err: &smithy.GenericAPIError{Code: "InternalFailure", Message: "try again"}}
+	store = vault.NewMemory()
+	res, _ = Collect(context.Background(), c, store, w.instance, o)
+	r = res[slices.IndexFunc(res, func(r Result) bool { return r.Item == ItemCloudTrail })]
+	if r.Err == nil || !strings.Contains(r.Err.Error(), "where IAM's events are") || r.Receipt != nil {
+		t.Errorf("a transient failure in us-east-1: err %v, receipt %v; want the item failed and nothing stored", r.Err, r.Receipt)
 	}
 }
 
