@@ -765,7 +765,7 @@ func (m *Mover) Transfer(ctx context.Context, res *Result) error {
 	// Every copy of this run is done with its grant: any grant of the case
 	// still live is a leftover.
 	cctx, cancel := cleanupContext(ctx)
-	errs[len(res.Volumes)] = m.retireLeftoverGrants(cctx, res)
+	errs[len(res.Volumes)] = errors.Join(m.retireLeftoverGrants(cctx, res), m.deleteFailedIntermediates(cctx))
 	cancel()
 	if err := errors.Join(errs...); err != nil {
 		return &CreatedError{Err: err, Created: m.created(res)}
@@ -1250,6 +1250,34 @@ func (m *Mover) forensicsKeyHint(err error) string {
 
 // deleteIntermediate deletes v's intermediate copy; leftover says an
 // earlier run left it.
+// deleteFailedIntermediates deletes the case's intermediate copies that
+// ended in the error state (findTagged passes them over, so no run adopts
+// them): the member account keeps nothing of the case but its originals.
+func (m *Mover) deleteFailedIntermediates(ctx context.Context) error {
+	p := ec2.NewDescribeSnapshotsPaginator(m.member.EC2, &ec2.DescribeSnapshotsInput{
+		OwnerIds: []string{"self"},
+		Filters: []ec2types.Filter{
+			{Name: aws.String("tag:" + TagCase), Values: []string{m.o.CaseID}},
+			{Name: aws.String("tag:" + TagRole), Values: []string{RoleIntermediate}},
+		},
+	})
+	var errs []error
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return fmt.Errorf("find case %s's failed intermediate snapshots in account %s: %w", m.o.CaseID, m.member.ID, err)
+		}
+		for _, sn := range page.Snapshots {
+			if sn.State != ec2types.SnapshotStateError {
+				continue
+			}
+			v := &Volume{VolumeID: aws.ToString(sn.VolumeId), Intermediate: aws.ToString(sn.SnapshotId), Original: tagMap(sn.Tags)[TagSourceSnapshot]}
+			errs = append(errs, m.deleteIntermediate(ctx, v, true))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 func (m *Mover) deleteIntermediate(ctx context.Context, v *Volume, leftover bool) error {
 	if v.Intermediate == "" || v.Intermediate == v.Original {
 		return nil

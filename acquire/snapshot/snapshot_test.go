@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -734,4 +735,70 @@ func TestShareThroughMoto(t *testing.T) {
 	if rec.count(ActionShare, false) != 1 || rec.count(ActionUnshare, false) != 1 {
 		t.Errorf("recorded %+v; want one share and one unshare", rec.steps)
 	}
+}
+
+// TestIntermediateInErrorStateDeleted: an intermediate (member-account)
+// copy of an aws/ebs snapshot that ends in the error state is deleted and
+// recorded by the next run, so the member account keeps nothing of the
+// case but its originals.
+func TestIntermediateInErrorStateDeleted(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	vol := w.volumes["/dev/sdf"].ID() // aws/ebs: copied to an intermediate first
+	me := &erroringEC2{ec2API: ec2.NewFromConfig(w.member), failed: map[string]bool{}, volume: vol, on: true}
+	// The first run cannot delete it either (as if killed before its
+	// clean-up): the next run must find it.
+	nd := &noDelete{erroringEC2: me, on: true}
+	mover := func(rec *recorder) *Mover {
+		o := NewOptions()
+		o.CaseID, o.Region, o.ForensicsKMSKey, o.MemberKMSKey = "IR-8", w.sim.Region(), w.forensicsKey, w.memberKey
+		o.PollInterval, o.Record = 5*time.Millisecond, rec.record
+		m, err := New(Account{ID: memberID, EC2: nd, KMS: kms.NewFromConfig(w.member)}, NewAccount(forensicsID, w.forensics), o)
+		must(t, err)
+		return m
+	}
+	if _, err := mover(&recorder{}).Run(ctx, w.instance); err == nil {
+		t.Fatal("the run succeeded although the intermediate copy failed")
+	}
+	me.mu.Lock()
+	dead := slices.Collect(maps.Keys(me.failed))
+	me.on, nd.on = false, false
+	me.mu.Unlock()
+	rec := &recorder{}
+	if _, err := mover(rec).Run(ctx, w.instance); err != nil {
+		t.Fatalf("re-run: %v", err)
+	}
+	if len(dead) == 0 {
+		t.Fatal("no intermediate copy was made to fail")
+	}
+	for _, id := range dead {
+		var deleted bool
+		for _, s := range rec.steps {
+			deleted = deleted || s.Action == ActionDeleteIntermediate && s.Details["snapshot"] == id && s.Err == nil && s.Details["leftover"] == "true"
+		}
+		if !deleted {
+			t.Errorf("failed intermediate %s: no recorded deletion", id)
+		}
+	}
+	out, err := ec2.NewFromConfig(w.member).DescribeSnapshots(ctx, &ec2.DescribeSnapshotsInput{OwnerIds: []string{"self"},
+		Filters: []ec2types.Filter{{Name: aws.String("tag:" + TagCase), Values: []string{"IR-8"}}}})
+	must(t, err)
+	for _, sn := range out.Snapshots {
+		if role := tagMap(sn.Tags)[TagRole]; role != RoleOriginal {
+			t.Errorf("member account keeps %s snapshot %s of the case", role, aws.ToString(sn.SnapshotId))
+		}
+	}
+}
+
+// noDelete refuses DeleteSnapshot while on.
+type noDelete struct {
+	*erroringEC2
+	on bool
+}
+
+func (n *noDelete) DeleteSnapshot(ctx context.Context, in *ec2.DeleteSnapshotInput, o ...func(*ec2.Options)) (*ec2.DeleteSnapshotOutput, error) {
+	if n.on {
+		return nil, errors.New("connection reset")
+	}
+	return n.erroringEC2.DeleteSnapshot(ctx, in, o...)
 }
