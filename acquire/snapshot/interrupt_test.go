@@ -285,18 +285,7 @@ func (f *failingOriginal) CreateSnapshots(ctx context.Context, in *ec2.CreateSna
 
 func (f *failingOriginal) DescribeSnapshots(ctx context.Context, in *ec2.DescribeSnapshotsInput, o ...func(*ec2.Options)) (*ec2.DescribeSnapshotsOutput, error) {
 	out, err := f.ec2API.DescribeSnapshots(ctx, in, o...)
-	if err != nil {
-		return out, err
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for i := range out.Snapshots {
-		if f.failed[aws.ToString(out.Snapshots[i].SnapshotId)] {
-			out.Snapshots[i].State = ec2types.SnapshotStateError
-			out.Snapshots[i].StateMessage = aws.String("simulated snapshot failure")
-		}
-	}
-	return out, nil
+	return markFailed(&f.mu, f.failed, "simulated snapshot failure", out, err)
 }
 
 // TestOriginalInErrorState: the volumes whose originals completed are

@@ -522,15 +522,21 @@ func (e *erroringEC2) CopySnapshot(ctx context.Context, in *ec2.CopySnapshotInpu
 
 func (e *erroringEC2) DescribeSnapshots(ctx context.Context, in *ec2.DescribeSnapshotsInput, o ...func(*ec2.Options)) (*ec2.DescribeSnapshotsOutput, error) {
 	out, err := e.ec2API.DescribeSnapshots(ctx, in, o...)
+	return markFailed(&e.mu, e.failed, "simulated copy failure", out, err)
+}
+
+// markFailed shows the snapshots of a DescribeSnapshots answer that failed
+// holds in the error state, with msg, as EC2 does after a failure.
+func markFailed(mu *sync.Mutex, failed map[string]bool, msg string, out *ec2.DescribeSnapshotsOutput, err error) (*ec2.DescribeSnapshotsOutput, error) {
 	if err != nil {
 		return out, err
 	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
+	mu.Lock()
+	defer mu.Unlock()
 	for i := range out.Snapshots {
-		if e.failed[aws.ToString(out.Snapshots[i].SnapshotId)] {
+		if failed[aws.ToString(out.Snapshots[i].SnapshotId)] {
 			out.Snapshots[i].State = ec2types.SnapshotStateError
-			out.Snapshots[i].StateMessage = aws.String("simulated copy failure")
+			out.Snapshots[i].StateMessage = aws.String(msg)
 		}
 	}
 	return out, nil
