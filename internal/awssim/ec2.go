@@ -468,6 +468,9 @@ func ec2DescribeInstances(c *call) (any, error) {
 	s := c.sim
 	ids := formList(c.form, "InstanceId")
 	filters := formFilters(c.form)
+	if err := checkFilters(filters, true, "instance-id", "instance-state-name", "instance-type", "vpc-id", "subnet-id", "private-ip-address", "network-interface.network-interface-id", "instance.group-id", "iam-instance-profile.arn", "image-id"); err != nil {
+		return nil, err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	acct := c.who.accountID()
@@ -562,6 +565,9 @@ func ec2DescribeVolumes(c *call) (any, error) {
 	s := c.sim
 	ids := formList(c.form, "VolumeId")
 	filters := formFilters(c.form)
+	if err := checkFilters(filters, true, "volume-id", "status", "encrypted", "size", "attachment.instance-id", "attachment.device", "snapshot-id"); err != nil {
+		return nil, err
+	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	acct := c.who.accountID()
@@ -768,6 +774,9 @@ func ec2DescribeSnapshots(c *call) (any, error) {
 	owners := formList(c.form, "Owner")
 	restorable := formList(c.form, "RestorableBy")
 	filters := formFilters(c.form)
+	if err := checkFilters(filters, true, "snapshot-id", "volume-id", "status", "owner-id", "description", "encrypted", "volume-size", "progress", "kms-key-id", "start-time"); err != nil {
+		return nil, err
+	}
 	for i, o := range owners {
 		if o == "self" {
 			owners[i] = acct
@@ -1087,6 +1096,9 @@ func ec2CreateTags(c *call) (any, error) {
 func ec2DescribeTags(c *call) (any, error) {
 	s := c.sim
 	filters := formFilters(c.form)
+	if err := checkFilters(filters, false, "resource-id", "resource-type", "key", "value"); err != nil {
+		return nil, err
+	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	type tagDesc struct {

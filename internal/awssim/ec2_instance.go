@@ -486,6 +486,9 @@ func ec2DisassociateIamInstanceProfile(c *call) (any, error) {
 func ec2DescribeIamInstanceProfileAssociations(c *call) (any, error) {
 	s := c.sim
 	filters := formFilters(c.form)
+	if err := checkFilters(filters, false, "instance-id", "state"); err != nil {
+		return nil, err
+	}
 	ids := formList(c.form, "AssociationId")
 	s.mu.RLock()
 	defer s.mu.RUnlock()

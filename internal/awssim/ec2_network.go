@@ -167,6 +167,9 @@ func ec2CreateVpc(c *call) (any, error) {
 func ec2DescribeVpcs(c *call) (any, error) {
 	s := c.sim
 	filters := formFilters(c.form)
+	if err := checkFilters(filters, true, "vpc-id", "is-default", "isDefault", "cidr", "cidr-block-association.cidr-block", "state", "owner-id"); err != nil {
+		return nil, err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.defaultVPCLocked(c.who.account)
@@ -254,6 +257,9 @@ func ec2CreateSubnet(c *call) (any, error) {
 func ec2DescribeSubnets(c *call) (any, error) {
 	s := c.sim
 	filters := formFilters(c.form)
+	if err := checkFilters(filters, true, "subnet-id", "vpc-id", "default-for-az", "defaultForAz", "cidr-block", "cidr", "availability-zone"); err != nil {
+		return nil, err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.defaultVPCLocked(c.who.account)
@@ -363,6 +369,9 @@ func (s *Sim) xmlInstanceENILocked(e *eni) xmlInstanceENI {
 func ec2DescribeNetworkInterfaces(c *call) (any, error) {
 	s := c.sim
 	filters := formFilters(c.form)
+	if err := checkFilters(filters, true, "network-interface-id", "attachment.instance-id", "attachment.attachment-id", "attachment.device-index", "vpc-id", "subnet-id", "group-id", "private-ip-address", "addresses.private-ip-address", "ipv6-addresses.ipv6-address", "status", "owner-id"); err != nil {
+		return nil, err
+	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	es, err := owned(s.enis, formList(c.form, "NetworkInterfaceId"), c.who.accountID(), eniNotFound)
@@ -637,6 +646,9 @@ func ec2CreateSecurityGroup(c *call) (any, error) {
 func ec2DescribeSecurityGroups(c *call) (any, error) {
 	s := c.sim
 	filters := formFilters(c.form)
+	if err := checkFilters(filters, true, "group-id", "group-name", "vpc-id", "description", "owner-id"); err != nil {
+		return nil, err
+	}
 	names := formList(c.form, "GroupName")
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -976,6 +988,9 @@ func ec2DeleteSecurityGroup(c *call) (any, error) {
 func ec2DescribeSecurityGroupRules(c *call) (any, error) {
 	s := c.sim
 	filters := formFilters(c.form)
+	if err := checkFilters(filters, true, "group-id", "security-group-rule-id"); err != nil {
+		return nil, err
+	}
 	ids := formList(c.form, "SecurityGroupRuleId")
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -1171,6 +1186,9 @@ func ec2CreateNetworkAclEntry(c *call) (any, error) {
 func ec2DescribeNetworkAcls(c *call) (any, error) {
 	s := c.sim
 	filters := formFilters(c.form)
+	if err := checkFilters(filters, true, "network-acl-id", "vpc-id", "default", "association.subnet-id", "association.association-id"); err != nil {
+		return nil, err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.defaultVPCLocked(c.who.account)
@@ -1368,6 +1386,9 @@ func ec2DisassociateAddress(c *call) (any, error) {
 func ec2DescribeAddresses(c *call) (any, error) {
 	s := c.sim
 	filters := formFilters(c.form)
+	if err := checkFilters(filters, true, "allocation-id", "association-id", "instance-id", "network-interface-id", "network-interface-owner-id", "private-ip-address", "public-ip", "domain"); err != nil {
+		return nil, err
+	}
 	ips := formList(c.form, "PublicIp")
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -1478,6 +1499,9 @@ func ec2CreateVpcEndpoint(c *call) (any, error) {
 func ec2DescribeVpcEndpoints(c *call) (any, error) {
 	s := c.sim
 	filters := formFilters(c.form)
+	if err := checkFilters(filters, true, "vpc-id", "service-name", "vpc-endpoint-id", "vpc-endpoint-state", "vpc-endpoint-type"); err != nil {
+		return nil, err
+	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	eps, err := owned(s.endpoints, formList(c.form, "VpcEndpointId"), c.who.accountID(), endpointNotFound)
@@ -1522,6 +1546,9 @@ func ec2DescribeVpcEndpoints(c *call) (any, error) {
 func ec2DescribePrefixLists(c *call) (any, error) {
 	s := c.sim
 	filters := formFilters(c.form)
+	if err := checkFilters(filters, false, "prefix-list-id", "prefix-list-name"); err != nil {
+		return nil, err
+	}
 	ids := formList(c.form, "PrefixListId")
 	type item struct {
 		PrefixListID   string   `xml:"prefixListId"`

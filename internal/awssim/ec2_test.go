@@ -190,3 +190,27 @@ func TestMalformedIDs(t *testing.T) {
 		t.Fatalf("filter on malformed id: %v %v", out, err)
 	}
 }
+
+// TestUnknownFilterRefused: a filter name an operation does not know is
+// refused with EC2's InvalidParameterValue, not answered with an empty
+// list; tag filters and wildcards across "/" work.
+func TestUnknownFilterRefused(t *testing.T) {
+	e := newDemoEnv(t)
+	ctx := context.Background()
+	c := ec2.NewFromConfig(e.cfg(e.member))
+	_, err := c.DescribeSnapshots(ctx, &ec2.DescribeSnapshotsInput{OwnerIds: []string{"self"},
+		Filters: []types.Filter{{Name: aws.String("tag-name"), Values: []string{"x"}}}})
+	wantCode(t, err, "InvalidParameterValue")
+	_, err = c.DescribeInstances(ctx, &ec2.DescribeInstancesInput{
+		Filters: []types.Filter{{Name: aws.String("instance-state"), Values: []string{"running"}}}})
+	wantCode(t, err, "InvalidParameterValue")
+	if _, err := c.CreateTags(ctx, &ec2.CreateTagsInput{Resources: []string{e.demo.InstanceID},
+		Tags: []types.Tag{{Key: aws.String("path"), Value: aws.String("a/b/c")}}}); err != nil {
+		t.Fatal(err)
+	}
+	out, err := c.DescribeInstances(ctx, &ec2.DescribeInstancesInput{
+		Filters: []types.Filter{{Name: aws.String("tag:path"), Values: []string{"a*c"}}}})
+	if err != nil || len(out.Reservations) != 1 || aws.ToString(out.Reservations[0].Instances[0].InstanceId) != e.demo.InstanceID {
+		t.Fatalf("tag:path=a*c: %+v, %v; want the instance tagged a/b/c", out, err)
+	}
+}

@@ -1,7 +1,9 @@
 package awssim
 
 import (
+	"net/http"
 	"net/url"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -197,4 +199,20 @@ func wildcardMatch(pattern, s string) bool {
 		i++
 	}
 	return i == len(p)
+}
+
+// checkFilters refuses a filter name the operation does not know, as EC2
+// does (InvalidParameterValue), so that a mistyped filter fails here as it
+// would on AWS instead of silently matching nothing; tagged accepts tag:K,
+// tag-key and tag-value too.
+func checkFilters(filters []filter, tagged bool, names ...string) error {
+	for _, f := range filters {
+		if tagged && (strings.HasPrefix(f.name, "tag:") || f.name == "tag-key" || f.name == "tag-value") {
+			continue
+		}
+		if !slices.Contains(names, f.name) {
+			return errf(http.StatusBadRequest, "InvalidParameterValue", "The filter '%s' is invalid", f.name)
+		}
+	}
+	return nil
 }
