@@ -87,41 +87,34 @@ type ledgerEnv struct {
 // openLedgerVault opens the vault, loading the AWS configuration when the vault
 // is in S3 (or always, with needAWS).
 func openLedgerVault(ctx context.Context, g *globalOptions, uri string, needAWS bool) (vault.Store, *aws.Config, error) {
+	return (&writeOptions{caseOptions: caseOptions{Vault: uri}}).openVault(ctx, g, needAWS)
+}
+
+// openVault opens o's vault, through o.vaultRole when it is set.
+func (o *writeOptions) openVault(ctx context.Context, g *globalOptions, needAWS bool) (vault.Store, *aws.Config, error) {
 	var cfg *aws.Config
-	if needAWS || strings.HasPrefix(uri, "s3://") {
+	if needAWS || o.vaultRole.ARN != "" || strings.HasPrefix(o.Vault, "s3://") {
 		c, err := g.AWSConfig(ctx)
 		if err != nil {
 			return nil, nil, fmt.Errorf("load AWS configuration: %w", err)
+		}
+		if o.vaultRole.ARN != "" {
+			c = awsconf.AssumeRole(c, o.vaultRole)
 		}
 		cfg = &c
 	}
 	opts := vault.Options{}
 	if cfg != nil {
-		opts.AWS = *cfg
-		opts.PathStyle = g.s3PathStyle()
+		opts.AWS, opts.PathStyle = *cfg, g.s3PathStyle()
 	}
-	st, err := vault.Open(ctx, uri, opts)
+	st, err := vault.Open(ctx, o.Vault, opts)
 	if err != nil {
-		return nil, nil, fmt.Errorf("open vault %s: %w", uri, err)
+		if o.vaultRole.ARN != "" {
+			return nil, nil, fmt.Errorf("open vault %s through %s: %w", o.Vault, o.vaultRole.ARN, err)
+		}
+		return nil, nil, fmt.Errorf("open vault %s: %w", o.Vault, err)
 	}
 	return st, cfg, nil
-}
-
-// openVault opens o's vault, through o.vaultRole when it is set.
-func (o *writeOptions) openVault(ctx context.Context, g *globalOptions, needAWS bool) (vault.Store, *aws.Config, error) {
-	if o.vaultRole.ARN == "" {
-		return openLedgerVault(ctx, g, o.Vault, needAWS)
-	}
-	base, err := g.AWSConfig(ctx)
-	if err != nil {
-		return nil, nil, fmt.Errorf("load AWS configuration: %w", err)
-	}
-	cfg := awsconf.AssumeRole(base, o.vaultRole)
-	st, err := vault.Open(ctx, o.Vault, vault.Options{AWS: cfg, PathStyle: g.s3PathStyle()})
-	if err != nil {
-		return nil, nil, fmt.Errorf("open vault %s through %s: %w", o.Vault, o.vaultRole.ARN, err)
-	}
-	return st, &cfg, nil
 }
 
 // openForWriting opens the vault and the signing key and resolves the actor.
