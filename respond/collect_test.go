@@ -69,10 +69,7 @@ func TestCollectRetriesFailedItems(t *testing.T) {
 	d.env.Sim.SetFault("ec2", "DescribeTags", awssim.Fault{ServerErrorRate: 1})
 	o := d.options()
 	o.Finding = d.demo.Finding
-	c, err := Open(ctx, d.acc, d.store, d.signer, o)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := d.open(t, o)
 	sum, err := Run(ctx, c, c.Stages())
 	if err == nil {
 		t.Fatal("the run succeeded with the screenshot and tags failing")
@@ -103,10 +100,7 @@ func TestCollectRetriesFailedItems(t *testing.T) {
 
 	// The faults clear; a re-run collects the two items, and closes.
 	d.env.Sim.ClearFaults()
-	c2, err := Open(ctx, d.acc, d.store, d.signer, o)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c2 := d.open(t, o)
 	sum, err = Run(ctx, c2, c2.Stages())
 	if err != nil {
 		t.Fatalf("re-run: %v\nstages %+v", err, sum.Stages)
@@ -161,10 +155,7 @@ func TestCollectScreenshotUnavailable(t *testing.T) {
 	}
 	o := d.options()
 	o.InstanceID = inst.ID()
-	c, err := Open(ctx, d.acc, d.store, d.signer, o)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := d.open(t, o)
 	if err := c.Collect(ctx); err != nil {
 		t.Fatalf("collect: %v", err)
 	}
@@ -201,10 +192,7 @@ func TestCollectStoresTheFindingAsGiven(t *testing.T) {
 		string(d.demo.Finding) + "}\n\n")
 	o := d.options()
 	o.Finding = given
-	c, err := Open(ctx, d.acc, d.store, d.signer, o)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := d.open(t, o)
 	if err := c.Collect(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -21,10 +21,7 @@ func TestCaseConfigurationRecorded(t *testing.T) {
 	o.CloudTrailLookBack = 48 * time.Hour
 	o.Compression = "zstd"
 	o.Attributes = map[string]string{"ticket": "INC-42"}
-	c, err := Open(ctx, d.acc, d.store, d.signer, o)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := d.open(t, o)
 	es, err := c.Ledger().Entries(ctx)
 	if err != nil {
 		t.Fatal(err)

@@ -274,10 +274,7 @@ func TestRecordFinding(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A case collected without the finding (opened by hand) gets it once.
-	c, err := Open(ctx, d.acc, d.store, d.signer, d.options())
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := d.open(t, d.options())
 	// Before collect: noted, not stored (collect stores Options.Finding).
 	if err := c.RecordFinding(ctx, f); err != nil {
 		t.Fatal(err)
@@ -396,10 +393,7 @@ func TestRecordAnotherFinding(t *testing.T) {
 	}
 	o := d.options()
 	o.Finding = first.Detail
-	c, err := Open(ctx, d.acc, d.store, d.signer, o)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := d.open(t, o)
 	if err := c.RecordFinding(ctx, first); err != nil {
 		t.Fatal(err)
 	}

@@ -26,10 +26,7 @@ func TestHostileTagInReport(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	c, err := Open(ctx, d.acc, d.store, d.signer, d.options())
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := d.open(t, d.options())
 	sum, err := Run(ctx, c, c.Stages())
 	if err != nil {
 		t.Fatalf("respond: %v", err)

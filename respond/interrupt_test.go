@@ -72,10 +72,7 @@ func TestRespondInterruptedSnapshotStage(t *testing.T) {
 	store := &cancelAfter{Store: vault.NewMemory(), cancel: cancel,
 		match: [][]byte{[]byte(`"purpose":"forensics account copy"`), []byte(d.demo.DataVolumeID)}}
 	d.store = store
-	c, err := Open(ctx, d.acc, d.store, d.signer, d.options())
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := d.open(t, d.options())
 	if _, err := Run(ctx, c, c.Stages()); err == nil || !store.fired {
 		t.Fatalf("interrupted run: err %v, interrupted %v; want it interrupted and failed", err, store.fired)
 	}
@@ -93,10 +90,7 @@ func TestRespondInterruptedSnapshotStage(t *testing.T) {
 	}
 
 	bg := context.Background()
-	c2, err := Open(bg, d.acc, d.store, d.signer, d.options())
-	if err != nil {
-		t.Fatal(err)
-	}
+	c2 := d.open(t, d.options())
 	if sum, err := Run(bg, c2, c2.Stages()); err != nil {
 		t.Fatalf("re-run: %v\n%+v", err, sum.Stages)
 	}

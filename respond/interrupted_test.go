@@ -69,10 +69,7 @@ func TestInterruptedAcquisitionIsRecorded(t *testing.T) {
 	}
 
 	// The same case, run again, completes.
-	c2, err := Open(context.Background(), d.acc, d.store, d.signer, o)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c2 := d.open(t, o)
 	if _, err := Run(context.Background(), c2, c2.Stages()); err != nil {
 		t.Fatalf("re-run: %v", err)
 	}

@@ -65,10 +65,7 @@ func readAll(t *testing.T, s vault.Store, key, version string) []byte {
 func TestRespondIntoMinIO(t *testing.T) {
 	ctx := context.Background()
 	d := newDrill(t, minioVault(t))
-	c, err := Open(ctx, d.acc, d.store, d.signer, d.options())
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := d.open(t, d.options())
 	sum, err := Run(ctx, c, c.Stages())
 	if err != nil {
 		t.Fatalf("respond: %v", err)

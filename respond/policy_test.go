@@ -94,10 +94,7 @@ func TestPoliciesCoverAWholeCase(t *testing.T) {
 	var member, forensics calls
 	member.attach(&d.acc.Member)
 	forensics.attach(&d.acc.Forensics)
-	c, err := Open(ctx, d.acc, d.store, d.signer, d.options())
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := d.open(t, d.options())
 	if _, err := Run(ctx, c, c.Stages()); err != nil {
 		t.Fatal(err)
 	}

@@ -96,10 +96,7 @@ func TestRespondEndToEnd(t *testing.T) {
 	ctx := context.Background()
 	reads := &entryReads{Store: vault.NewMemory()}
 	d := newDrill(t, reads)
-	c, err := Open(ctx, d.acc, d.store, d.signer, d.options())
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := d.open(t, d.options())
 	sum, err := Run(ctx, c, c.Stages())
 	if err != nil {
 		t.Fatalf("respond: %v\nstages: %+v", err, sum.Stages)
@@ -158,10 +155,7 @@ func TestRespondEndToEnd(t *testing.T) {
 
 	// Re-running the finished case changes nothing.
 	size := c.Ledger().Size()
-	c2, err := Open(ctx, d.acc, d.store, d.signer, d.options())
-	if err != nil {
-		t.Fatal(err)
-	}
+	c2 := d.open(t, d.options())
 	if _, err := Run(ctx, c2, c2.Stages()); err != nil {
 		t.Fatalf("re-run: %v", err)
 	}
@@ -178,10 +172,7 @@ func TestRespondRecordsFailureAndResumes(t *testing.T) {
 	o := d.options()
 	o.EBS.MaxAttempts = 2
 	o.EBS.BaseDelay, o.EBS.MaxDelay = time.Millisecond, time.Millisecond
-	c, err := Open(ctx, d.acc, d.store, d.signer, o)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := d.open(t, o)
 	sum, err := Run(ctx, c, c.Stages())
 	if !errors.Is(err, ErrIncomplete) {
 		t.Fatalf("err %v, want ErrIncomplete", err)
@@ -215,10 +206,7 @@ func TestRespondRecordsFailureAndResumes(t *testing.T) {
 
 	// The fault clears; the same case resumes and completes.
 	d.env.Sim.ClearFaults()
-	c2, err := Open(ctx, d.acc, d.store, d.signer, o)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c2 := d.open(t, o)
 	if _, err := Run(ctx, c2, c2.Stages()); err != nil {
 		t.Fatalf("resume: %v", err)
 	}
@@ -235,10 +223,7 @@ func TestRespondUnknownInstance(t *testing.T) {
 	d := newDrill(t, vault.NewMemory())
 	o := d.options()
 	o.InstanceID = "i-0123456789abcdef0"
-	c, err := Open(ctx, d.acc, d.store, d.signer, o)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := d.open(t, o)
 	sum, err := Run(ctx, c, c.Stages())
 	if !errors.Is(err, ErrIncomplete) || !strings.Contains(err.Error(), "--region") || !strings.Contains(err.Error(), "i-0123456789abcdef0") {
 		t.Fatalf("err %v: want ErrIncomplete naming the instance and the fix", err)
@@ -325,10 +310,7 @@ func TestRespondForensicsCopyRecordLost(t *testing.T) {
 	d := newDrill(t, nil)
 	store := &failOnce{Store: vault.NewMemory(), match: []string{`"purpose":"forensics account copy"`, d.demo.DataVolumeID}}
 	d.store = store
-	c, err := Open(ctx, d.acc, d.store, d.signer, d.options())
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := d.open(t, d.options())
 	sum, err := Run(ctx, c, c.Stages())
 	if !errors.Is(err, ErrIncomplete) || !store.tripped.Load() {
 		t.Fatalf("first run: err %v, fault tripped %v; want the snapshot stage to fail", err, store.tripped.Load())
@@ -358,10 +340,7 @@ func TestRespondForensicsCopyRecordLost(t *testing.T) {
 		t.Fatal("the case closed without the data volume")
 	}
 
-	c2, err := Open(ctx, d.acc, d.store, d.signer, d.options())
-	if err != nil {
-		t.Fatal(err)
-	}
+	c2 := d.open(t, d.options())
 	if sum, err := Run(ctx, c2, c2.Stages()); err != nil {
 		t.Fatalf("re-run: %v\n%+v", err, sum.Stages)
 	}
@@ -403,10 +382,7 @@ func TestRespondForensicsCopyRecordLost(t *testing.T) {
 func TestStatePicksLatestUsableCopy(t *testing.T) {
 	ctx := context.Background()
 	d := newDrill(t, vault.NewMemory())
-	c, err := Open(ctx, d.acc, d.store, d.signer, d.options())
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := d.open(t, d.options())
 	copied := func(snap, vol string) {
 		t.Helper()
 		if _, err := c.append(ctx, d.acc.ForensicsCaller, nil, &custody.SnapshotCopied{SourceSnapshotID: "snap-src" + vol, SnapshotID: snap,
@@ -465,10 +441,7 @@ func TestStatePicksLatestUsableCopy(t *testing.T) {
 func snapshotStageFailure(t *testing.T, d *drill, o Options) (string, *Case) {
 	t.Helper()
 	ctx := context.Background()
-	c, err := Open(ctx, d.acc, d.store, d.signer, o)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := d.open(t, o)
 	if _, err := Run(ctx, c, c.Stages()); !errors.Is(err, ErrIncomplete) {
 		t.Fatalf("run: %v; want ErrIncomplete", err)
 	}
@@ -556,4 +529,14 @@ func TestRespondSnapshotNeverCompletes(t *testing.T) {
 	if len(timeouts) != 1 || timeouts[0].Outcome != custody.Failed || timeouts[0].Details.(custody.AWSAction).Details["state"] != "pending" {
 		t.Errorf("state entries %+v; want the timeout recorded as failed, state pending", timeouts)
 	}
+}
+
+// open opens (or resumes) a case of the drill's world with o.
+func (d *drill) open(t *testing.T, o Options) *Case {
+	t.Helper()
+	c, err := Open(context.Background(), d.acc, d.store, d.signer, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

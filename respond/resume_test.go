@@ -24,20 +24,14 @@ func TestResumeKeepsRecordedConfiguration(t *testing.T) {
 	first.Put.LegalHold, first.Put.RetentionMode, first.RetentionDays = true, vault.ModeGovernance, 400
 	first.Compression = "zstd"
 	first.Isolate = false
-	c, err := Open(ctx, d.acc, d.store, d.signer, first)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := d.open(t, first)
 	if _, err := Run(ctx, c, []Stage{{Name: "collect", Run: c.Collect}}); err != nil {
 		t.Fatal(err)
 	}
 
 	later := d.options() // sha256+md5, no hold, compliance, no compression
 	later.Isolate = false
-	c2, err := Open(ctx, d.acc, d.store, d.signer, later)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c2 := d.open(t, later)
 	if _, err := Run(ctx, c2, c2.Stages()); err != nil {
 		t.Fatal(err)
 	}
@@ -68,10 +62,7 @@ func TestCloseRefusesWithoutControlPlane(t *testing.T) {
 	d := newDrill(t, vault.NewMemory())
 	o := d.options()
 	o.Isolate = false
-	c, err := Open(ctx, d.acc, d.store, d.signer, o)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := d.open(t, o)
 	stages, err := SelectStages(c.Stages(), []string{"snapshot", "acquire", "close"})
 	if err != nil {
 		t.Fatal(err)
@@ -113,19 +104,13 @@ func TestFindingRecordCollectedAgain(t *testing.T) {
 	o := d.options()
 	o.Isolate = false
 	o.Finding = d.demo.Finding
-	c, err := Open(ctx, d.acc, d.store, d.signer, o)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := d.open(t, o)
 	if _, err := Run(ctx, c, c.Stages()); err == nil || !strings.Contains(err.Error(), controlplane.ItemFinding) {
 		t.Fatalf("first run: %v, want the finding's record failed", err)
 	}
 	later := d.options()
 	later.Isolate = false // and no finding given
-	c2, err := Open(ctx, d.acc, d.store, d.signer, later)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c2 := d.open(t, later)
 	if _, err := Run(ctx, c2, c2.Stages()); err != nil {
 		t.Fatalf("re-run without --finding: %v", err)
 	}
@@ -153,10 +138,7 @@ func TestCloseRefusesUnverified(t *testing.T) {
 	d := newDrill(t, vault.NewMemory())
 	o := d.options()
 	o.Isolate = false
-	c, err := Open(ctx, d.acc, d.store, d.signer, o)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := d.open(t, o)
 	run := func(names ...string) error {
 		stages, err := SelectStages(c.Stages(), names)
 		if err != nil {

@@ -20,10 +20,7 @@ func TestCompressedImageKeepsItsSHA256(t *testing.T) {
 	o := d.options()
 	o.Compression = acquire.CompressZstd
 	o.Isolate = false
-	c, err := Open(ctx, d.acc, d.store, d.signer, o)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := d.open(t, o)
 	if _, err := Run(ctx, c, c.Stages()); err != nil {
 		t.Fatal(err)
 	}
