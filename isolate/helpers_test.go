@@ -1,15 +1,11 @@
 package isolate
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,97 +18,16 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// privateMoto is a moto_server this package starts for itself, so that
-// resetting it between tests cannot disturb other packages' tests running
-// at the same time against the shared server scripts/testenv started.
-var privateMoto struct {
-	once sync.Once
-	url  string
-	cmd  *exec.Cmd
-	err  error
-}
-
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if privateMoto.cmd != nil {
-		_ = privateMoto.cmd.Process.Kill()
-		_ = privateMoto.cmd.Wait()
-	}
+	testenv.StopMoto()
 	os.Exit(code)
-}
-
-// motoEndpoint returns a moto_server endpoint this package may reset: its
-// own when moto_server is installed, else the shared one.
-func motoEndpoint(t *testing.T) string {
-	t.Helper()
-	shared := testenv.Server(t, "IMPOUND_TEST_MOTO_ENDPOINT")
-	bin, err := exec.LookPath("moto_server")
-	if err != nil {
-		return shared
-	}
-	privateMoto.once.Do(func() { privateMoto.url, privateMoto.cmd, privateMoto.err = startMoto(bin) })
-	if privateMoto.err != nil {
-		t.Fatalf("start a private moto_server: %v", privateMoto.err)
-	}
-	return privateMoto.url
-}
-
-// startMoto starts moto_server on a port the kernel picks and returns the
-// address moto itself reports. Picking a free port first and passing it in
-// would race with the many listeners and connections other test binaries
-// open meanwhile: if moto lost that race, whatever took the port would be
-// mistaken for it.
-func startMoto(bin string) (string, *exec.Cmd, error) {
-	cmd := exec.Command(bin, "-H", "127.0.0.1", "-p", "0")
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		return "", nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		return "", nil, err
-	}
-	found := make(chan string, 1)
-	go func() {
-		// Werkzeug announces " * Running on http://127.0.0.1:PORT", then
-		// logs every request; keep draining so moto never blocks on a
-		// full pipe.
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			if _, url, ok := strings.Cut(sc.Text(), "Running on "); ok {
-				select {
-				case found <- strings.TrimSpace(url):
-				default:
-				}
-			}
-		}
-		close(found)
-	}()
-	select {
-	case url, ok := <-found:
-		if !ok {
-			_ = cmd.Wait()
-			return "", nil, fmt.Errorf("moto_server exited before it listened (%v)", cmd.ProcessState)
-		}
-		for i := 0; i < 300; i++ {
-			if resp, err := http.Get(url + "/moto-api/"); err == nil {
-				resp.Body.Close()
-				return url, cmd, nil
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		err = fmt.Errorf("moto_server at %s did not answer within 30 s", url)
-	case <-time.After(60 * time.Second):
-		err = fmt.Errorf("moto_server did not report its address within 60 s")
-	}
-	_ = cmd.Process.Kill()
-	_ = cmd.Wait()
-	return "", nil, err
 }
 
 // motoConfig resets moto and returns a configuration that talks to it.
 func motoConfig(t *testing.T) (aws.Config, string) {
 	t.Helper()
-	ep := motoEndpoint(t)
+	ep := testenv.Moto(t)
 	resp, err := http.Post(ep+"/moto-api/reset", "application/json", nil)
 	if err != nil {
 		t.Fatalf("reset moto: %v", err)

@@ -2,7 +2,10 @@ package motocheck
 
 import (
 	"net/http"
+	"os"
 	"testing"
+
+	"github.com/impound-ir/impound/internal/testenv"
 )
 
 // resetMoto clears moto's state through its documented reset endpoint.
@@ -16,4 +19,10 @@ func resetMoto(t *testing.T, endpoint string) {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("reset moto: %s", resp.Status)
 	}
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testenv.StopMoto()
+	os.Exit(code)
 }

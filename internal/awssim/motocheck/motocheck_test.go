@@ -84,8 +84,10 @@ func simTarget(t *testing.T) target {
 }
 
 func motoTarget(t *testing.T) target {
-	ep := testenv.Server(t, "IMPOUND_TEST_MOTO_ENDPOINT")
-	// A fresh moto state per test, so runs do not see each other's resources.
+	// This package's own moto_server, reset for each test: the reset
+	// cannot touch other packages' tests on the shared server, nor theirs
+	// this package's resources.
+	ep := testenv.Moto(t)
 	resetMoto(t, ep)
 	member := clientConfig(ep, credentials.NewStaticCredentialsProvider("testing", "testing", ""))
 	return target{name: "moto", member: member, forensics: assume(t, member, forensicsID),
